@@ -51,7 +51,8 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.millis
+            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
     }
 }
 

@@ -1,4 +1,127 @@
-//! gatehouse: a TLS-terminating access gateway in front of an unmodified dashboard.
+//! gatehouse: a TLS-terminating access gateway in front of an unmodified
+//! dashboard. See DESIGN.md for the path of a request; `gate.rs` strings the
+//! stages together.
 
+pub mod client_ip;
 pub mod clock;
 pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gate;
+pub mod listener;
+pub mod pages;
+pub mod proxy;
+pub mod tls;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::validate::Settings;
+use crate::gate::{Gate, Live, LiveError};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// Entry point used by the binary and by tests (which start gateways
+/// in-process on port 0).
+pub struct Gateway {
+    settings: Settings,
+    clock: SharedClock,
+}
+
+impl Gateway {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Use another clock (tests move time instead of sleeping).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub async fn start(self) -> Result<Handle, StartError> {
+        let bound = listener::Bound::bind(
+            &self.settings.server.listen,
+            self.settings.server.redirect_http,
+        )
+        .await?;
+        let addrs = bound
+            .tls
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let redirect_addr = bound.redirect.as_ref().and_then(|l| l.local_addr().ok());
+        let live = Live::build(self.settings)?;
+        let gate = Arc::new(Gate {
+            live: ArcSwap::from_pointee(live),
+            clock: self.clock,
+        });
+        let serving = listener::serve(gate.clone(), bound);
+        Ok(Handle {
+            gate,
+            serving,
+            addrs,
+            redirect_addr,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct Handle {
+    gate: Arc<Gate>,
+    serving: listener::Serving,
+    addrs: Vec<SocketAddr>,
+    redirect_addr: Option<SocketAddr>,
+}
+
+impl Handle {
+    /// The TLS listeners' actual addresses.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        self.gate.live.load().settings.clone()
+    }
+
+    /// Put a new configuration into service for new connections and requests.
+    /// On error the running configuration stays. Listener addresses are not
+    /// re-bound: changing them needs a restart (logged).
+    pub fn reload(&self, settings: Settings) -> Result<(), LiveError> {
+        let old = self.gate.live.load_full();
+        if old.settings.server.listen != settings.server.listen
+            || old.settings.server.redirect_http != settings.server.redirect_http
+        {
+            tracing::warn!("listen addresses changed: restart gatehouse to apply them");
+        }
+        let live = Live::build(settings)?;
+        self.gate.live.store(Arc::new(live));
+        Ok(())
+    }
+
+    /// Stop accepting, let in-flight requests finish up to `deadline`.
+    /// Returns false when connections were still open at the deadline.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        self.serving.drain(deadline).await
+    }
+}

@@ -1,1 +1,210 @@
-fn main() {}
+//! The `gatehouse` command: argument parsing, logging, signals, exit codes.
+//! No policy lives here; everything is in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatehouse::config::validate::{self, ConfigError, Settings};
+use gatehouse::demo::{Dashboard, DashboardOptions};
+use gatehouse::{Gateway, Handle};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Access gateway for web dashboards: IP/country allow-lists, two-factor and session policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a configuration file.
+    Run {
+        #[arg(long, short, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Run a built-in sample PBX dashboard behind the gateway (self-signed
+    /// certificate, embedded store in a temporary directory).
+    Demo {
+        /// Address of the gateway's TLS listener.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// Size of the large demo recording, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        big_recording_mib: u64,
+    },
+    /// Check a configuration file: prints "ok" or every problem with its key.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::CheckConfig { file } => check_config(&file),
+            Command::Run { config } => match validate::load_file(&config) {
+                Ok(settings) => exit(run(settings).await),
+                Err(e) => {
+                    eprintln!("gatehouse: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Demo {
+                listen,
+                big_recording_mib,
+            } => exit(demo(listen, big_recording_mib).await),
+        }
+    })
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match validate::load_file(file) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(issues)) => {
+            for issue in &issues {
+                eprintln!("{issue}");
+            }
+            eprintln!("{} problem(s) in {}", issues.len(), file.display());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.logging.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if settings.logging.format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    init_logging(&settings);
+    let drain = settings.server.drain_timeout;
+    let handle = Gateway::new(settings)
+        .start()
+        .await
+        .context("cannot start")?;
+    for addr in handle.addrs() {
+        tracing::info!(%addr, "listening (TLS)");
+    }
+    serve_until_signal(handle, drain).await
+}
+
+/// Systemd readiness, SIGHUP reloads, SIGTERM/SIGINT drain.
+async fn serve_until_signal(handle: Handle, drain: std::time::Duration) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&handle),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("draining connections");
+    if !handle.shutdown(drain).await {
+        tracing::warn!("drain timeout reached with connections still open");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(handle: &Handle) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let Some(path) = handle.settings().source.clone() else {
+        tracing::info!("SIGHUP ignored: configuration was not loaded from a file");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        return;
+    };
+    match validate::load_file(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| handle.reload(s).map_err(|e| e.to_string()))
+    {
+        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+        Err(e) => {
+            tracing::error!(config = %path.display(), error = %e, "reload refused; keeping the running configuration")
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+async fn demo(listen: SocketAddr, big_recording_mib: u64) -> anyhow::Result<()> {
+    let dashboard = Dashboard::start(
+        "127.0.0.1:0".parse()?,
+        DashboardOptions {
+            big_recording_bytes: big_recording_mib * 1024 * 1024,
+        },
+    )
+    .await
+    .context("cannot start the demo dashboard")?;
+    let state = tempfile::Builder::new()
+        .prefix("gatehouse-demo-")
+        .tempdir()?;
+    let (pem, fingerprint) = gatehouse::tls::self_signed(&["localhost", "127.0.0.1"])?;
+    std::fs::write(state.path().join("cert.pem"), &pem.cert)?;
+    std::fs::write(state.path().join("key.pem"), &pem.key)?;
+    let toml = DEMO_TOML
+        .replace("@LISTEN@", &listen.to_string())
+        .replace("@UPSTREAM@", &dashboard.url());
+    let settings =
+        validate::load_str(&toml, Some(state.path())).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&settings);
+    let drain = settings.server.drain_timeout;
+    let handle = Gateway::new(settings)
+        .start()
+        .await
+        .context("cannot start")?;
+    let url = format!("https://{}", handle.addr());
+    println!("gatehouse demo is running");
+    println!("  open:        {url}/login");
+    println!("  certificate: self-signed, SHA-256 {fingerprint}");
+    for (user, pass) in gatehouse::demo::USERS {
+        println!("  sign in as:  {user} / {pass}");
+    }
+    println!("  state:       {}", state.path().display());
+    println!("  stop with Ctrl-C");
+    serve_until_signal(handle, drain).await
+}

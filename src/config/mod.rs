@@ -2,6 +2,8 @@
 //! [`Settings`], reporting every problem at once, each with its key path.
 
 pub mod duration;
+pub mod raw;
+pub mod validate;
 
 use std::fmt;
 

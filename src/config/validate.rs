@@ -1,0 +1,463 @@
+//! Raw TOML → [`Settings`]. Every problem is collected with its key path and
+//! reported at once, so an operator fixes a file in one round.
+
+use super::raw::{RawConfig, RawLimits, RawLogging, RawTls};
+use super::ConfigIssue;
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub upstream: UpstreamSettings,
+    pub store: super::raw::RawStore,
+    pub logging: RawLogging,
+    /// The file this came from (for SIGHUP reloads); `None` when built in code.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub redirect_http: Option<SocketAddr>,
+    pub hosts: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub proxy_protocol: bool,
+    pub hsts_max_age: Option<Duration>,
+    pub brand: String,
+    pub drain_timeout: Duration,
+    pub tls: TlsSettings,
+    pub limits: Limits,
+}
+
+/// Certificates as PEM bytes, already read from disk (or generated for demo).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub default: Option<CertPem>,
+    pub sni: Vec<(Vec<String>, CertPem)>,
+}
+
+#[derive(Clone)]
+pub struct CertPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    /// Key path the certificate came from, for error messages.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for CertPem {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertPem")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_form_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub preserve_host: bool,
+    pub pool_max_idle: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), format_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn format_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Load a TOML file plus `GATEHOUSE_…` environment overrides (`__` separates
+/// nested keys: `GATEHOUSE_SESSION__IDLE_TIMEOUT=30m`).
+pub fn load_file(path: &Path) -> Result<Settings, ConfigError> {
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(ConfigError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        });
+    }
+    let figment = Figment::from(Toml::file_exact(path)).merge(env_provider());
+    let mut settings = from_figment(&figment, path.parent())?;
+    settings.source = Some(path.to_path_buf());
+    Ok(settings)
+}
+
+/// Load from TOML text (demo mode, tests). Relative paths resolve against `base`.
+pub fn load_str(toml: &str, base: Option<&Path>) -> Result<Settings, ConfigError> {
+    from_figment(&Figment::from(Toml::string(toml)), base)
+}
+
+fn env_provider() -> Env {
+    Env::prefixed("GATEHOUSE_").split("__")
+}
+
+/// Deserialize section by section so that a wrong type in one section does not
+/// hide an unknown key in another: serde stops at the first error per value.
+fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut issues = Vec::new();
+    let mut raw = RawConfig::default();
+    const SECTIONS: &[&str] = &["server", "upstream", "store", "logging"];
+
+    match figment.extract::<figment::value::Dict>() {
+        Ok(top) => {
+            for key in top.keys() {
+                if !SECTIONS.contains(&key.as_str()) {
+                    issues.push(ConfigIssue::new(
+                        key.clone(),
+                        format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Err(e) => collect_figment(&mut issues, e),
+    }
+    macro_rules! section {
+        ($name:literal, $field:ident) => {
+            if figment.contains($name) {
+                match figment.extract_inner($name) {
+                    Ok(v) => raw.$field = v,
+                    Err(e) => collect_figment(&mut issues, e),
+                }
+            }
+        };
+    }
+    section!("server", server);
+    section!("upstream", upstream);
+    section!("store", store);
+    section!("logging", logging);
+
+    let settings = validate(raw, base, &mut issues);
+    match settings {
+        Some(s) if issues.is_empty() => Ok(s),
+        _ => Err(ConfigError::Invalid(issues)),
+    }
+}
+
+fn collect_figment(issues: &mut Vec<ConfigIssue>, err: figment::Error) {
+    for e in err {
+        let key = if e.path.is_empty() {
+            "(top level)".to_string()
+        } else {
+            e.path.join(".")
+        };
+        let message = match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                let key_full = format!("{key}.{field}");
+                issues.push(ConfigIssue::new(
+                    key_full,
+                    format!("unknown key; expected one of: {}", expected.join(", ")),
+                ));
+                continue;
+            }
+            kind => kind.to_string(),
+        };
+        issues.push(ConfigIssue::new(key, message));
+    }
+}
+
+/// Semantic checks on the raw structs. Returns `None` only when a value is so
+/// broken that no `Settings` can be built; `issues` then says why.
+fn validate(
+    raw: RawConfig,
+    base: Option<&Path>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<Settings> {
+    let s = &raw.server;
+    let listen: Vec<SocketAddr> = s
+        .listen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| parse_addr(a, &format!("server.listen[{i}]"), issues))
+        .collect();
+    if s.listen.is_empty() {
+        issues.push(ConfigIssue::new(
+            "server.listen",
+            "at least one listener is required",
+        ));
+    }
+    let redirect_http = s
+        .redirect_http
+        .as_deref()
+        .and_then(|a| parse_addr(a, "server.redirect_http", issues));
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| parse_net(p, &format!("server.trusted_proxies[{i}]"), issues))
+        .collect();
+    let hosts = s
+        .hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.contains(['/', ':', ' ']) {
+                issues.push(ConfigIssue::new(
+                    format!("server.hosts[{i}]"),
+                    "a host name without scheme, port or path, e.g. \"dash.example.com\"",
+                ));
+                None
+            } else {
+                Some(h)
+            }
+        })
+        .collect();
+    if s.brand.trim().is_empty() {
+        issues.push(ConfigIssue::new("server.brand", "must not be empty"));
+    }
+    let tls = read_tls(&s.tls, base, issues);
+    if let Err(e) = crate::tls::check(&tls) {
+        issues.push(ConfigIssue::new(e.key.clone(), e.to_string()));
+    }
+    let limits = validate_limits(&s.limits, issues);
+    let upstream = validate_upstream(&raw, base, issues)?;
+    let mut store = raw.store.clone();
+    store.secret_key_file = resolve(base, &store.secret_key_file);
+    if !matches!(raw.logging.format.as_str(), "text" | "json") {
+        issues.push(ConfigIssue::new(
+            "logging.format",
+            "must be \"text\" or \"json\"",
+        ));
+    }
+    if tracing_subscriber::EnvFilter::try_new(&raw.logging.level).is_err() {
+        issues.push(ConfigIssue::new(
+            "logging.level",
+            "not a valid filter; use e.g. \"info\" or \"gatehouse=debug,info\"",
+        ));
+    }
+    Some(Settings {
+        server: ServerSettings {
+            listen,
+            redirect_http,
+            hosts,
+            trusted_proxies,
+            proxy_protocol: s.proxy_protocol,
+            hsts_max_age: s.hsts_max_age.0,
+            brand: s.brand.clone(),
+            drain_timeout: s.drain_timeout.0,
+            tls,
+            limits,
+        },
+        upstream,
+        store,
+        logging: raw.logging,
+        source: None,
+    })
+}
+
+fn validate_limits(l: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {
+    // hyper refuses a read buffer below 8 KiB.
+    if l.max_header_bytes < 8192 {
+        issues.push(ConfigIssue::new(
+            "server.limits.max_header_bytes",
+            "must be at least 8192",
+        ));
+    }
+    for (key, v) in [
+        ("max_headers", l.max_headers),
+        ("max_connections", l.max_connections),
+        ("max_connections_per_ip", l.max_connections_per_ip),
+        ("max_form_bytes", l.max_form_bytes),
+        (
+            "h2_max_concurrent_streams",
+            l.h2_max_concurrent_streams as usize,
+        ),
+    ] {
+        if v == 0 {
+            issues.push(ConfigIssue::new(
+                format!("server.limits.{key}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    Limits {
+        max_header_bytes: l.max_header_bytes.max(8192),
+        max_headers: l.max_headers,
+        header_read_timeout: l.header_read_timeout.0,
+        handshake_timeout: l.handshake_timeout.0,
+        idle_timeout: l.idle_timeout.0,
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        max_form_bytes: l.max_form_bytes,
+        h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+    }
+}
+
+fn validate_upstream(
+    raw: &RawConfig,
+    base: Option<&Path>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<UpstreamSettings> {
+    let u = &raw.upstream;
+    let parsed = u.url.parse::<http::Uri>().ok();
+    let (scheme, authority) = match parsed {
+        Some(uri)
+            if matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some()
+                && matches!(uri.path(), "" | "/")
+                && uri.query().is_none() =>
+        {
+            (uri.scheme().cloned(), uri.authority().cloned())
+        }
+        _ => {
+            issues.push(ConfigIssue::new(
+                "upstream.url",
+                "must be http://host:port or https://host:port without a path",
+            ));
+            (None, None)
+        }
+    };
+    let ca_file = u.ca_file.as_ref().map(|p| resolve(base, p));
+    if let Some(p) = &ca_file {
+        if std::fs::metadata(p).is_err() {
+            issues.push(ConfigIssue::new(
+                "upstream.ca_file",
+                format!("cannot read {}", p.display()),
+            ));
+        }
+    }
+    Some(UpstreamSettings {
+        scheme: scheme.unwrap_or(Scheme::HTTP),
+        authority: authority.unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+        ca_file,
+        connect_timeout: u.connect_timeout.0,
+        response_timeout: u.response_timeout.0,
+        preserve_host: u.preserve_host,
+        pool_max_idle: u.pool_max_idle,
+        pool_idle_timeout: u.pool_idle_timeout.0,
+    })
+}
+
+fn read_tls(raw: &RawTls, base: Option<&Path>, issues: &mut Vec<ConfigIssue>) -> TlsSettings {
+    let mut out = TlsSettings::default();
+    match (&raw.cert, &raw.key) {
+        (Some(c), Some(k)) => {
+            out.default = read_pair(c, k, "server.tls", base, issues);
+        }
+        (None, None) if raw.sni.is_empty() => issues.push(ConfigIssue::new(
+            "server.tls",
+            "a certificate is required: set cert and key (or [[server.tls.sni]])",
+        )),
+        (None, None) => {}
+        _ => issues.push(ConfigIssue::new(
+            "server.tls",
+            "cert and key must be set together",
+        )),
+    }
+    for (i, sni) in raw.sni.iter().enumerate() {
+        let key = format!("server.tls.sni[{i}]");
+        if sni.names.is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("{key}.names"),
+                "list at least one host name",
+            ));
+        }
+        if let Some(pem) = read_pair(&sni.cert, &sni.key, &key, base, issues) {
+            let names = sni.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+            out.sni.push((names, pem));
+        }
+    }
+    out
+}
+
+fn read_pair(
+    cert: &Path,
+    key: &Path,
+    at: &str,
+    base: Option<&Path>,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<CertPem> {
+    let read = |p: &Path, k: &str, issues: &mut Vec<ConfigIssue>| {
+        let p = resolve(base, p);
+        std::fs::read(&p)
+            .map_err(|e| {
+                issues.push(ConfigIssue::new(
+                    format!("{at}.{k}"),
+                    format!("cannot read {}: {e}", p.display()),
+                ))
+            })
+            .ok()
+    };
+    let c = read(cert, "cert", issues);
+    let k = read(key, "key", issues);
+    Some(CertPem {
+        cert: c?,
+        key: k?,
+        origin: at.to_string(),
+    })
+}
+
+fn resolve(base: Option<&Path>, p: &Path) -> PathBuf {
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+fn parse_addr(text: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<SocketAddr> {
+    text.parse()
+        .map_err(|_| {
+            issues.push(ConfigIssue::new(
+                key,
+                format!("{text:?} is not an address:port such as \"0.0.0.0:443\" or \"[::]:443\""),
+            ))
+        })
+        .ok()
+}
+
+fn parse_net(text: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<IpNet> {
+    let t = text.trim();
+    if let Ok(net) = t.parse::<IpNet>() {
+        if net.trunc() != net {
+            issues.push(ConfigIssue::new(
+                key,
+                format!("{t} has host bits set; did you mean {}?", net.trunc()),
+            ));
+            return None;
+        }
+        return Some(net);
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    issues.push(ConfigIssue::new(
+        key,
+        format!("{t:?} is not an IP address or CIDR block"),
+    ));
+    None
+}

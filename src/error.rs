@@ -1,0 +1,116 @@
+//! One enum for everything that ends a request inside gatehouse, mapped to a
+//! status and a page in exactly one place.
+
+use crate::pages::{self, ErrorPage};
+use crate::proxy::{Body, ProxyError};
+use http::{Response, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The request is malformed or ambiguous; it is never forwarded.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The Host is not one this gateway serves.
+    #[error("misdirected request")]
+    Misdirected,
+    #[error("access denied ({reason})")]
+    AccessDenied { reason: String, reference: String },
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Upstream(#[from] ProxyError),
+    /// The store cannot answer: fail closed.
+    #[error("state store unavailable")]
+    StoreUnavailable,
+}
+
+impl GateError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GateError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GateError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            GateError::AccessDenied { .. } => StatusCode::FORBIDDEN,
+            GateError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::NotFound => StatusCode::NOT_FOUND,
+            GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GateError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            GateError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            GateError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Render the page a browser sees.
+    pub fn into_response(self, brand: &str) -> Response<Body> {
+        let status = self.status();
+        let (title, message, advice, reference) = match &self {
+            GateError::BadRequest(_) => (
+                "Bad request",
+                "The address or the request could not be understood.",
+                "Check the address, or go back to the start page.",
+                None,
+            ),
+            GateError::Misdirected => (
+                "Wrong address",
+                "This server does not serve the site you asked for.",
+                "Check the address you typed.",
+                None,
+            ),
+            GateError::AccessDenied { reference, .. } => (
+                "Access denied",
+                "Access from your network or country is not allowed for this area.",
+                "If you need access, contact your administrator and quote the reference below.",
+                Some(reference.as_str()),
+            ),
+            GateError::PayloadTooLarge => (
+                "Request too large",
+                "The form you sent is larger than allowed.",
+                "Go back and try again with less data.",
+                None,
+            ),
+            GateError::NotFound => (
+                "Not found",
+                "There is no page at this address.",
+                "Check the address, or go back to the start page.",
+                None,
+            ),
+            GateError::MethodNotAllowed => (
+                "Not allowed",
+                "This page cannot be used that way.",
+                "Go back and use the form on the page.",
+                None,
+            ),
+            GateError::Upstream(ProxyError::Timeout(_)) => (
+                "The dashboard is not answering",
+                "The dashboard took too long to answer.",
+                "Wait a moment and try again.",
+                None,
+            ),
+            GateError::Upstream(_) => (
+                "The dashboard is unavailable",
+                "The dashboard behind this gateway cannot be reached right now.",
+                "Wait a moment and try again. If it persists, tell your administrator.",
+                None,
+            ),
+            GateError::StoreUnavailable => (
+                "Sign-in temporarily unavailable",
+                "Sign-in is temporarily unavailable.",
+                "Please try again in a minute. Nothing you did caused this.",
+                None,
+            ),
+        };
+        pages::error(
+            brand,
+            ErrorPage {
+                status,
+                title,
+                message,
+                advice,
+                reference,
+            },
+        )
+    }
+}

@@ -1,0 +1,511 @@
+//! Sockets: bind, accept, connection limits, PROXY protocol, the TLS
+//! handshake, HTTP serving with limits, idle timeouts, graceful drain, and the
+//! optional plain-HTTP listener that only redirects to https.
+
+use crate::client_ip::ClientIp;
+use crate::gate::{ConnInfo, Gate};
+use crate::proxy::{self, Body};
+use http::{header, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+/// Listening sockets, bound before the gateway reports ready so tests and
+/// systemd see the real ports (port 0 works).
+pub struct Bound {
+    pub tls: Vec<TcpListener>,
+    pub redirect: Option<TcpListener>,
+}
+
+impl Bound {
+    pub async fn bind(tls: &[SocketAddr], redirect: Option<SocketAddr>) -> io::Result<Self> {
+        let mut out = Vec::new();
+        for addr in tls {
+            out.push(bind_one(*addr).await?);
+        }
+        let redirect = match redirect {
+            Some(a) => Some(bind_one(a).await?),
+            None => None,
+        };
+        Ok(Self { tls: out, redirect })
+    }
+}
+
+async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Running accept loops; `drain` stops accepting and waits for open
+/// connections up to a deadline.
+pub struct Serving {
+    stop: watch::Sender<bool>,
+    tracker: TaskTracker,
+}
+
+impl Serving {
+    pub async fn drain(self, deadline: Duration) -> bool {
+        let _ = self.stop.send(true);
+        self.tracker.close();
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
+
+pub fn serve(gate: Arc<Gate>, bound: Bound) -> Serving {
+    let (stop, stop_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let limits = {
+        let live = gate.live.load();
+        Arc::new(ConnLimits::new(
+            live.settings.server.limits.max_connections,
+            live.settings.server.limits.max_connections_per_ip,
+        ))
+    };
+    let https_port = bound
+        .tls
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(443, |a| a.port());
+    for listener in bound.tls {
+        let accept = accept_loop(
+            gate.clone(),
+            listener,
+            limits.clone(),
+            stop_rx.clone(),
+            tracker.clone(),
+        );
+        tracker.spawn(accept);
+    }
+    if let Some(listener) = bound.redirect {
+        tracker.spawn(redirect_loop(
+            gate.clone(),
+            listener,
+            https_port,
+            stop_rx.clone(),
+            tracker.clone(),
+        ));
+    }
+    Serving { stop, tracker }
+}
+
+async fn accept_loop(
+    gate: Arc<Gate>,
+    listener: TcpListener,
+    limits: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => return,
+            p = limits.total.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let gate = gate.clone();
+        let limits = limits.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection(gate, tcp, peer, limits, stop).await {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            }
+        });
+    }
+}
+
+async fn connection(
+    gate: Arc<Gate>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    limits: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let live = gate.live.load_full();
+    let server = &live.settings.server;
+    let l = &server.limits;
+    let peer_ip = peer.ip().to_canonical();
+    let peer_trusted = live.trusted.contains(peer_ip);
+
+    // PROXY protocol and TLS handshake share one deadline, so a peer that
+    // never sends a ClientHello is closed (SECURITY-TESTS 28).
+    let handshake = async {
+        let source =
+            proxy_protocol_source(&mut tcp, peer_ip, peer_trusted, server.proxy_protocol).await?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(live.tls.clone());
+        let tls = acceptor.accept(tcp).await?;
+        Ok::<_, io::Error>((source, tls))
+    };
+    let (source, tls) = tokio::time::timeout(l.handshake_timeout, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"))??;
+
+    // Per-address cap, counted on the real client where a trusted proxy said who.
+    let _ip_slot = match source {
+        ClientIp::Known(ip) if !(peer_trusted && ip == peer_ip) => match limits.per_ip(ip) {
+            Some(slot) => Some(slot),
+            None => return Err(io::Error::other("too many connections from one address")),
+        },
+        _ => None,
+    };
+
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let activity = Arc::new(AtomicU64::new(0));
+    let epoch = Instant::now();
+    let io = TokioIo::new(Tracked {
+        inner: tls,
+        activity: activity.clone(),
+        epoch,
+    });
+    let info = ConnInfo { peer, source };
+    let svc_gate = gate.clone();
+    let service = service_fn(move |req| {
+        let gate = svc_gate.clone();
+        async move { Ok::<_, Infallible>(gate.handle(info, req).await) }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_read_timeout)
+        .max_buf_size(l.max_header_bytes)
+        .max_headers(l.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+    // ALPN decides the protocol: no h2 prior-knowledge on an http/1.1 session.
+    let builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    let idle = l.idle_timeout;
+    drop(live);
+
+    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
+    let mut closing = false;
+    loop {
+        let since = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let idle_deadline = epoch + since + idle;
+        tokio::select! {
+            res = conn.as_mut() => return res.map_err(io::Error::other),
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
+                let now_since = Duration::from_millis(activity.load(Ordering::Relaxed));
+                if now_since == since {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The client address a trusted proxy states in a PROXY header (v1 or v2).
+/// A PROXY header from anyone else closes the connection (SECURITY-TESTS 16).
+async fn proxy_protocol_source(
+    tcp: &mut TcpStream,
+    peer_ip: IpAddr,
+    peer_trusted: bool,
+    enabled: bool,
+) -> io::Result<ClientIp> {
+    if !enabled {
+        return Ok(ClientIp::Known(peer_ip));
+    }
+    if !peer_trusted {
+        let mut first = [0u8; 1];
+        let n = tcp.peek(&mut first).await?;
+        if n == 1 && (first[0] == b'P' || first[0] == b'\r') {
+            return Err(io::Error::other("PROXY header from an untrusted peer"));
+        }
+        return Ok(ClientIp::Known(peer_ip));
+    }
+    let header = read_proxy_header(tcp).await?;
+    parse_proxy_header(&header)
+}
+
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// RFC: a v1 line is at most 107 bytes including CRLF.
+const V1_MAX: usize = 107;
+const V2_MAX_EXTRA: usize = 512;
+
+async fn read_proxy_header(tcp: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 16];
+    tcp.read_exact(&mut buf[..6]).await?;
+    if &buf[..6] == b"PROXY " {
+        buf.truncate(6);
+        // Byte by byte so nothing after the header (the ClientHello) is consumed.
+        while !buf.ends_with(b"\r\n") {
+            if buf.len() >= V1_MAX {
+                return Err(io::Error::other("PROXY v1 line too long"));
+            }
+            buf.push(tcp.read_u8().await?);
+        }
+        return Ok(buf);
+    }
+    tcp.read_exact(&mut buf[6..16]).await?;
+    if &buf[..12] != V2_SIGNATURE {
+        return Err(io::Error::other("missing PROXY header from trusted proxy"));
+    }
+    let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if len > V2_MAX_EXTRA {
+        return Err(io::Error::other("PROXY v2 header too long"));
+    }
+    buf.resize(16 + len, 0);
+    tcp.read_exact(&mut buf[16..]).await?;
+    Ok(buf)
+}
+
+pub(crate) fn parse_proxy_header(bytes: &[u8]) -> io::Result<ClientIp> {
+    use ppp::{v1, v2, HeaderResult};
+    let bad = |what: &str| io::Error::other(format!("invalid PROXY header: {what}"));
+    match HeaderResult::parse(bytes) {
+        HeaderResult::V1(Ok(h)) => Ok(match h.addresses {
+            v1::Addresses::Tcp4(a) => ClientIp::Known(IpAddr::V4(a.source_address)),
+            v1::Addresses::Tcp6(a) => ClientIp::Known(IpAddr::V6(a.source_address).to_canonical()),
+            v1::Addresses::Unknown => ClientIp::Unknown,
+        }),
+        HeaderResult::V2(Ok(h)) => Ok(match (h.command, h.addresses) {
+            (v2::Command::Proxy, v2::Addresses::IPv4(a)) => {
+                ClientIp::Known(IpAddr::V4(a.source_address))
+            }
+            (v2::Command::Proxy, v2::Addresses::IPv6(a)) => {
+                ClientIp::Known(IpAddr::V6(a.source_address).to_canonical())
+            }
+            // LOCAL (health checks) and UNSPEC/UNIX carry no client address.
+            _ => ClientIp::Unknown,
+        }),
+        HeaderResult::V1(Err(_)) => Err(bad("v1")),
+        HeaderResult::V2(Err(_)) => Err(bad("v2")),
+    }
+}
+
+/// Counts connections in total (semaphore) and per client address.
+struct ConnLimits {
+    total: Arc<Semaphore>,
+    per_ip_max: usize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct IpSlot<'a> {
+    limits: &'a ConnLimits,
+    ip: IpAddr,
+}
+
+impl ConnLimits {
+    fn new(total: usize, per_ip_max: usize) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total)),
+            per_ip_max,
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn per_ip(&self, ip: IpAddr) -> Option<IpSlot<'_>> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_ip_max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { limits: self, ip })
+    }
+}
+
+impl Drop for IpSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An IO wrapper that records when bytes last moved, for the idle timeout.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<T> Tracked<T> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Plain HTTP: every request gets a 301 to the same path on https.
+async fn redirect_loop(
+    gate: Arc<Gate>,
+    listener: TcpListener,
+    https_port: u16,
+    mut stop: watch::Receiver<bool>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = stop.changed() => return,
+            r = listener.accept() => match r { Ok(p) => p, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
+        };
+        let gate = gate.clone();
+        tracker.spawn(async move {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let gate = gate.clone();
+                async move { Ok::<_, Infallible>(redirect_response(&gate, &req, https_port)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+fn redirect_response(
+    gate: &Gate,
+    req: &http::Request<hyper::body::Incoming>,
+    https_port: u16,
+) -> Response<Body> {
+    let live = gate.live.load();
+    let hosts = &live.settings.server.hosts;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(crate::gate::host_without_port)
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        })
+        .filter(|h| hosts.is_empty() || hosts.contains(h));
+    let Some(host) = host else {
+        let mut r = Response::new(proxy::full("unknown host\n"));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{path}");
+    let mut r = Response::new(proxy::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_v1_and_v2_sources_are_read() {
+        let v1 = parse_proxy_header(b"PROXY TCP4 203.0.113.9 10.0.0.1 5555 443\r\n").expect("v1");
+        assert_eq!(v1, ClientIp::Known("203.0.113.9".parse().expect("ip")));
+        let unknown = parse_proxy_header(b"PROXY UNKNOWN\r\n").expect("v1 unknown");
+        assert_eq!(unknown, ClientIp::Unknown);
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        assert_eq!(
+            parse_proxy_header(&local).expect("v2 local"),
+            ClientIp::Unknown
+        );
+    }
+}

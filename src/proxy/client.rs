@@ -1,0 +1,206 @@
+//! The upstream connection pool and the forwarding of one request.
+
+use super::headers;
+use super::Body;
+use crate::config::validate::UpstreamSettings;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream setup: {0}")]
+    Setup(String),
+}
+
+/// A pooled client for the configured upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    settings: Arc<UpstreamSettings>,
+}
+
+/// What the gateway decided about a request that is to be forwarded.
+pub struct Forward<'a> {
+    /// The normalised path plus the original query: what was checked.
+    pub path_and_query: PathAndQuery,
+    /// The host the client addressed (authority without userinfo).
+    pub host: &'a str,
+    pub client: crate::client_ip::ClientIp,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, ProxyError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let tls = client_tls(settings)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            client,
+            settings: Arc::new(settings.clone()),
+        })
+    }
+
+    /// Forward `req` (headers already cleaned by the gate) and return the
+    /// upstream's response head with its body streaming. Websocket upgrades are
+    /// spliced: the client's and upstream's upgraded connections are joined
+    /// once both sides have switched protocols.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        fwd: Forward<'_>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let upgrade = headers::upgrade_protocol(req.headers());
+        headers::strip_hop_by_hop(req.headers_mut());
+        headers::strip_client_claims(req.headers_mut());
+        headers::set_forwarded(req.headers_mut(), fwd.client, fwd.host);
+        if let (Some(proto), true) = (&upgrade, client_upgrade.is_some()) {
+            req.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, proto.clone());
+        }
+        let host_value = if self.settings.preserve_host {
+            HeaderValue::from_str(fwd.host).ok()
+        } else {
+            HeaderValue::from_str(self.settings.authority.as_str()).ok()
+        };
+        if let Some(h) = host_value {
+            req.headers_mut().insert(header::HOST, h);
+        }
+        *req.uri_mut() = Uri::builder()
+            .scheme(self.settings.scheme.clone())
+            .authority(self.settings.authority.clone())
+            .path_and_query(fwd.path_and_query)
+            .build()
+            .map_err(|e| ProxyError::Setup(e.to_string()))?;
+        // The dashboard speaks HTTP/1.1 whatever the browser used.
+        *req.version_mut() = Version::HTTP_11;
+
+        let timeout = self.settings.response_timeout;
+        let mut resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => return Err(ProxyError::Timeout(timeout)),
+            Ok(Err(e)) => return Err(classify(e, self.settings.connect_timeout)),
+            Ok(Ok(resp)) => resp,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match client_upgrade {
+                Some(client_side) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(splice(client_side, upstream_side));
+                }
+                None => {
+                    // An upstream switching protocols unasked would desync us.
+                    return Err(ProxyError::Unreachable(
+                        "upstream switched protocols without an upgrade request".into(),
+                    ));
+                }
+            }
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut());
+        }
+        Ok(resp)
+    }
+}
+
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "websocket connection ended with an error");
+    }
+}
+
+fn classify(e: hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
+    if e.is_connect() && is_timeout(&e) {
+        ProxyError::Timeout(connect_timeout)
+    } else {
+        ProxyError::Unreachable(error_chain(&e))
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+fn client_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, ProxyError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca_file {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
+            }
+        }
+        None if settings.scheme == http::uri::Scheme::HTTPS => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+        }
+        None => {}
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ProxyError::Setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}

@@ -1,0 +1,170 @@
+//! Header hygiene between client, gateway and upstream.
+
+use crate::client_ip::ClientIp;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) that never cross the gateway.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Fields a client could use to claim an identity, an address or a different
+/// URL. They are removed from every request before gatehouse sets its own
+/// (SECURITY-TESTS 13, 18, 19, 20).
+const CLIENT_CLAIMS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-forwarded-for",
+];
+
+/// Remove hop-by-hop fields, including every field the `Connection` header
+/// names. Names listed in `Connection` are removed only when they are not
+/// headers gatehouse sets itself afterwards, so `Connection: close,
+/// X-Forwarded-For` cannot make gatehouse's own fields disappear.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Remove every field by which a client could claim an address, identity or
+/// URL, and every field whose name contains `_` (CGI-style upstreams map `_`
+/// and `-` to the same variable, so `X_Gatehouse_User` would alias
+/// `X-Gatehouse-User`; nginx drops them by default for the same reason).
+pub fn strip_client_claims(headers: &mut HeaderMap) {
+    for name in CLIENT_CLAIMS {
+        headers.remove(*name);
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            n.contains('_') || n.starts_with("x-gatehouse")
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Set the forwarding fields from what gatehouse established itself: the
+/// values are replaced, never appended to.
+pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
+    let ip = client.to_string();
+    let for_value = match client {
+        ClientIp::Known(std::net::IpAddr::V6(v6)) => format!("\"[{v6}]\""),
+        _ => ip.clone(),
+    };
+    let host_q = host.replace(['"', '\\'], "");
+    let pairs = [
+        ("x-forwarded-for", ip.clone()),
+        ("x-real-ip", ip),
+        ("x-forwarded-proto", "https".to_string()),
+        ("x-forwarded-host", host_q.clone()),
+        (
+            "forwarded",
+            format!("for={for_value};proto=https;host=\"{host_q}\""),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// Is this an HTTP/1.1 protocol upgrade (websocket) request or response?
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    headers.get(header::UPGRADE).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_fields_are_removed_but_gatehouse_sets_its_own_after() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, X-Forwarded-For, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        strip_hop_by_hop(&mut h);
+        strip_client_claims(&mut h);
+        set_forwarded(
+            &mut h,
+            ClientIp::Known("198.51.100.7".parse().expect("ip")),
+            "dash.example.com",
+        );
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"198.51.100.7"[..])
+        );
+    }
+
+    #[test]
+    fn underscore_lookalikes_and_identity_fields_are_stripped() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_gatehouse_user",
+            "x-gatehouse-user",
+            "x-original-url",
+            "x-rewrite-url",
+            "true-client-ip",
+            "x_forwarded_for",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_static("admin"),
+            );
+        }
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_client_claims(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

@@ -1,0 +1,179 @@
+//! TLS termination: a rustls `ServerConfig` with certificates chosen by SNI,
+//! TLS 1.2/1.3 only, AEAD suites only (the aws-lc-rs provider's defaults are all
+//! ECDHE + AES-GCM/ChaCha20-Poly1305), ALPN h2 and http/1.1.
+
+use crate::config::validate::{CertPem, TlsSettings};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A certificate or key that cannot be used, with the config key that named it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TlsError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Build the server configuration the listeners hand to every new connection.
+pub fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let default = settings.default.as_ref().map(certified_key).transpose()?;
+    let mut by_name = HashMap::new();
+    for (names, pem) in &settings.sni {
+        let key = certified_key(pem)?;
+        for n in names {
+            by_name.insert(n.to_ascii_lowercase(), key.clone());
+        }
+    }
+    if default.is_none() && by_name.is_empty() {
+        return Err(TlsError {
+            key: "server.tls".into(),
+            message: "no certificate configured".into(),
+        });
+    }
+    let resolver = SniResolver { by_name, default };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError {
+            key: "server.tls".into(),
+            message: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless resumption keeps returning browsers off the full-handshake path.
+    if let Ok(ticketer) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+        config.ticketer = ticketer;
+    }
+    Ok(Arc::new(config))
+}
+
+/// Validate certificates without keeping the result (for `check-config`).
+pub fn check(settings: &TlsSettings) -> Result<(), TlsError> {
+    if settings.default.is_none() && settings.sni.is_empty() {
+        // Reported separately by the config validator.
+        return Ok(());
+    }
+    build(settings).map(drop)
+}
+
+/// A self-signed certificate for demo mode and tests, with its SHA-256
+/// fingerprint (colon-separated hex) for the operator to compare.
+pub fn self_signed(names: &[&str]) -> Result<(CertPem, String), TlsError> {
+    let err = |e: rcgen::Error| TlsError {
+        key: "demo".into(),
+        message: format!("cannot generate a certificate: {e}"),
+    };
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).map_err(err)?;
+    let fingerprint = fingerprint(cert.cert.der());
+    Ok((
+        CertPem {
+            cert: cert.cert.pem().into_bytes(),
+            key: cert.signing_key.serialize_pem().into_bytes(),
+            origin: "demo".into(),
+        },
+        fingerprint,
+    ))
+}
+
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn certified_key(pem: &CertPem) -> Result<Arc<CertifiedKey>, TlsError> {
+    let err = |k: &str, message: String| TlsError {
+        key: format!("{}.{k}", pem.origin),
+        message,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("cert", format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(err("cert", "no CERTIFICATE block found".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&pem.key)
+        .map_err(|e| err("key", format!("not a PEM private key: {e}")))?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+        .map_err(|e| err("key", format!("unsupported private key: {e}")))?;
+    let ck = CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|_| {
+        err(
+            "key",
+            "the private key does not match the certificate".into(),
+        )
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// Picks the certificate by SNI: exact name, then `*.parent`, then the default.
+#[derive(Debug)]
+struct SniResolver {
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let name = name.to_ascii_lowercase();
+            if let Some(k) = self.by_name.get(&name) {
+                return Some(k.clone());
+            }
+            if let Some((_, parent)) = name.split_once('.') {
+                if let Some(k) = self.by_name.get(&format!("*.{parent}")) {
+                    return Some(k.clone());
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatched_key_is_refused_with_key_path() {
+        let (a, _) = self_signed(&["a.test"]).expect("cert");
+        let (b, _) = self_signed(&["b.test"]).expect("cert");
+        let mixed = CertPem {
+            cert: a.cert,
+            key: b.key,
+            origin: "server.tls".into(),
+        };
+        let err = build(&TlsSettings {
+            default: Some(mixed),
+            sni: vec![],
+        })
+        .expect_err("must refuse");
+        assert_eq!(err.key, "server.tls.key");
+    }
+
+    #[test]
+    fn garbage_pem_names_the_cert_key() {
+        let bad = CertPem {
+            cert: b"not pem".to_vec(),
+            key: b"nope".to_vec(),
+            origin: "server.tls.sni[0]".into(),
+        };
+        let err = build(&TlsSettings {
+            default: Some(bad),
+            sni: vec![],
+        })
+        .expect_err("must refuse");
+        assert!(err.key.starts_with("server.tls.sni[0]"), "{}", err.key);
+    }
+}
