@@ -144,14 +144,18 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
                 }
             }
         }
-        Err(e) => collect_figment(&mut issues, e),
+        Err(e) => collect_figment(&mut issues, None, e),
     }
+    let mut broken: Vec<&str> = Vec::new();
     macro_rules! section {
         ($name:literal, $field:ident) => {
             if figment.contains($name) {
                 match figment.extract_inner($name) {
                     Ok(v) => raw.$field = v,
-                    Err(e) => collect_figment(&mut issues, e),
+                    Err(e) => {
+                        collect_figment(&mut issues, Some($name), e);
+                        broken.push($name);
+                    }
                 }
             }
         };
@@ -161,28 +165,40 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("store", store);
     section!("logging", logging);
 
-    let settings = validate(raw, base, &mut issues);
+    // A section that did not parse was replaced by defaults: checking those
+    // would only add noise to the real error.
+    let mut semantic = Vec::new();
+    let settings = validate(raw, base, &mut semantic);
+    issues.extend(
+        semantic
+            .into_iter()
+            .filter(|i| !broken.iter().any(|b| i.key.starts_with(b))),
+    );
     match settings {
         Some(s) if issues.is_empty() => Ok(s),
         _ => Err(ConfigError::Invalid(issues)),
     }
 }
 
-fn collect_figment(issues: &mut Vec<ConfigIssue>, err: figment::Error) {
+/// figment appends the section name given to `extract_inner` after the inner
+/// path (`["listen", "server"]`); rebuild it as `server.listen`.
+fn collect_figment(issues: &mut Vec<ConfigIssue>, section: Option<&str>, err: figment::Error) {
     for e in err {
-        let key = if e.path.is_empty() {
+        let mut path = e.path.clone();
+        if let Some(name) = section {
+            if path.last().map(String::as_str) == Some(name) {
+                path.pop();
+            }
+            path.insert(0, name.to_string());
+        }
+        let key = if path.is_empty() {
             "(top level)".to_string()
         } else {
-            e.path.join(".")
+            path.join(".")
         };
         let message = match &e.kind {
-            figment::error::Kind::UnknownField(field, expected) => {
-                let key_full = format!("{key}.{field}");
-                issues.push(ConfigIssue::new(
-                    key_full,
-                    format!("unknown key; expected one of: {}", expected.join(", ")),
-                ));
-                continue;
+            figment::error::Kind::UnknownField(_, expected) => {
+                format!("unknown key; expected one of: {}", expected.join(", "))
             }
             kind => kind.to_string(),
         };

@@ -1,0 +1,603 @@
+//! Proxy core: TLS, HTTP/1.1 and HTTP/2, websockets, streaming, forwarding
+//! headers, upstream failures, reloads, config checking, demo mode.
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gatehouse::demo::{wav_byte, Dashboard, DashboardOptions, BIG_RECORDING};
+use http::{Request, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use support::gateway::{get, post_form, Client, Config, TestDir, TestGateway};
+use support::process::{free_port, Proc};
+use support::upstream::Recorder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn demo_dashboard(big: u64) -> Dashboard {
+    Dashboard::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        DashboardOptions {
+            big_recording_bytes: big,
+        },
+    )
+    .await
+    .expect("dashboard")
+}
+
+/// Sign in through the gateway; returns the Cookie header the browser would send.
+async fn sign_in(client: &Client, addr: std::net::SocketAddr, user: &str, pass: &str) -> String {
+    let form = format!("username={}&password={}", urlencode(user), urlencode(pass));
+    let resp = client
+        .send(addr, Version::HTTP_11, post_form("/login", &form))
+        .await;
+    assert_eq!(
+        resp.status,
+        StatusCode::FOUND,
+        "sign-in failed: {}",
+        resp.text()
+    );
+    resp.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_and_http2_requests_reach_the_demo_dashboard() {
+    let dash = demo_dashboard(1024).await;
+    let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let resp = gw.client().send(gw.addr(), version, get("/login")).await;
+        assert_eq!(resp.status, StatusCode::OK, "{version:?}");
+        assert_eq!(resp.version, version);
+        assert!(
+            resp.text().contains("Sign in"),
+            "{version:?}: {}",
+            resp.text()
+        );
+        assert!(resp.header("strict-transport-security").is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sni_picks_the_certificate_configured_for_the_name() {
+    let up = Recorder::start().await;
+    let dir = TestDir::new();
+    let (pbx, _) = gatehouse::tls::self_signed(&["pbx.example.test"]).expect("cert");
+    std::fs::write(dir.path().join("pbx.pem"), &pbx.cert).expect("write");
+    std::fs::write(dir.path().join("pbx.key"), &pbx.key).expect("write");
+    let config = Config::default().rest(
+        "[[server.tls.sni]]\nnames = [\"pbx.example.test\"]\ncert = \"pbx.pem\"\nkey = \"pbx.key\"\n",
+    );
+    // [[server.tls.sni]] must sit under [server]: render and move it.
+    let text = config.render(&up.url(), "127.0.0.1:0");
+    let settings =
+        gatehouse::config::validate::load_str(&text, Some(dir.path())).expect("settings");
+    let handle = gatehouse::Gateway::new(settings)
+        .start()
+        .await
+        .expect("start");
+    let client = Client::trusting(&[&dir.cert, &pbx]);
+    for (name, expected) in [("pbx.example.test", &pbx), ("gw.test", &dir.cert)] {
+        let tls = client.connect(handle.addr(), name, &[b"http/1.1"]).await;
+        let leaf = tls.get_ref().1.peer_certificates().expect("certs")[0].clone();
+        let want = rustls_pki_types::pem::PemObject::from_pem_slice(&expected.cert)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .expect("pem");
+        assert_eq!(
+            leaf.as_ref(),
+            want.as_ref(),
+            "SNI {name} got the wrong certificate"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_1_1_client_is_refused() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(&Config::default(), &up.url()).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr())
+        .await
+        .expect("connect");
+    tcp.write_all(&tls11_client_hello())
+        .await
+        .expect("send hello");
+    let mut buf = vec![0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("server answers")
+        .unwrap_or(0);
+    // Either an alert record (0x15) or a closed connection; never a ServerHello.
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "server answered a TLS 1.1 hello with {:x?}",
+        &buf[..n]
+    );
+    assert!(up.seen().is_empty());
+}
+
+/// A ClientHello offering only TLS 1.1 and its CBC suites, as an old client sends.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut body = vec![0x03, 0x02];
+    body.extend_from_slice(&[7u8; 32]);
+    body.push(0);
+    let suites: &[u16] = &[0x002f, 0x0035, 0xc013, 0xc014, 0x000a];
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    for s in suites {
+        body.extend_from_slice(&s.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_message_round_trips_through_the_gateway() {
+    let dash = demo_dashboard(1024).await;
+    let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+    let cookie = sign_in(&gw.client(), gw.addr(), "alice@example.com", "Alice-pass-1").await;
+    let tls = gw
+        .client()
+        .connect(gw.addr(), "localhost", &[b"http/1.1"])
+        .await;
+    let req = Request::get("wss://localhost/ws/calls")
+        .header("host", "localhost")
+        .header("cookie", cookie)
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .body(())
+        .expect("request");
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hello pbx")).await.expect("send");
+    let mut echoed = false;
+    for _ in 0..5 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("message in time")
+            .expect("stream open")
+            .expect("frame");
+        if msg.to_text().unwrap_or_default() == "echo:hello pbx" {
+            echoed = true;
+            break;
+        }
+    }
+    assert!(echoed, "the echo never came back through the gateway");
+}
+
+/// A streamed request body fed from a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's RSS every 50 ms until dropped; returns the maximum.
+struct RssSampler(
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+);
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let m = max.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                m.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Self(task, max)
+    }
+    fn max(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
+    const SIZE: u64 = 192 * 1024 * 1024;
+    let dash = demo_dashboard(SIZE).await;
+    let dir = TestDir::new();
+    let port = free_port();
+    let config_path = dir.write_config(
+        &Config::default(),
+        &dash.url(),
+        &format!("127.0.0.1:{port}"),
+    );
+    let mut gw = Proc::spawn(
+        &["run", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert!(
+        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
+        "gateway did not start: {:?}",
+        gw.log
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let client = dir.client();
+    let cookie = sign_in(&client, addr, "alice@example.com", "Alice-pass-1").await;
+    let sampler = RssSampler::start(gw.pid());
+
+    // Download, hashing as it streams.
+    let tls = client.connect(addr, "localhost", &[b"http/1.1"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("/recordings/{BIG_RECORDING}"))
+        .header("host", "localhost")
+        .header("cookie", &cookie)
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    let resp = send.send_request(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let (mut got, mut want) = (Sha256::new(), Sha256::new());
+    let mut offset = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Some(d) = frame.expect("frame").data_ref() {
+            got.update(d);
+            let expected: Vec<u8> = (offset..offset + d.len() as u64)
+                .map(|o| wav_byte(o, SIZE))
+                .collect();
+            want.update(&expected);
+            offset += d.len() as u64;
+        }
+    }
+    assert_eq!(offset, SIZE);
+    assert_eq!(got.finalize(), want.finalize(), "download corrupted");
+
+    // Upload a streamed body of the same size.
+    let tls = client.connect(addr, "localhost", &[b"http/1.1"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, ChannelBody>(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let feeder = tokio::spawn(async move {
+        let chunk = Bytes::from((0..65536u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let mut h = Sha256::new();
+        for _ in 0..(SIZE / 65536) {
+            h.update(&chunk);
+            if tx.send(chunk.clone()).await.is_err() {
+                break;
+            }
+        }
+        h.finalize()
+    });
+    let req = Request::post("/recordings/upload")
+        .header("host", "localhost")
+        .header("cookie", &cookie)
+        .header("content-length", SIZE.to_string())
+        .body(ChannelBody(rx))
+        .expect("req");
+    let resp = send.send_request(req).await.expect("upload response");
+    let answer = resp.into_body().collect().await.expect("body").to_bytes();
+    let sent_hash = feeder.await.expect("feeder");
+    let v: serde_json::Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(v["bytes"].as_u64(), Some(SIZE));
+    assert_eq!(
+        v["sha256"].as_str(),
+        Some(hex::encode(sent_hash).as_str()),
+        "upload corrupted"
+    );
+
+    let max_rss = sampler.max();
+    assert!(max_rss > 0, "could not read the gateway's RSS");
+    assert!(
+        max_rss < 64 * 1024,
+        "gateway RSS reached {max_rss} KiB while streaming {SIZE} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn x_forwarded_for_from_untrusted_peer_is_replaced() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(&Config::default(), &up.url()).await;
+    let req = Request::get("/x")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        up.clear();
+        let resp = gw.client().send(gw.addr(), version, req.clone()).await;
+        assert_eq!(resp.status, StatusCode::OK);
+        let seen = up.last().expect("upstream saw the request");
+        let h = |n: &str| {
+            seen.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(h("x-forwarded-for"), "127.0.0.1", "{version:?}");
+        assert_eq!(h("x-real-ip"), "127.0.0.1");
+        assert_eq!(h("x-forwarded-proto"), "https");
+        assert_eq!(h("x-forwarded-host"), "localhost");
+        assert!(
+            h("forwarded").starts_with("for=127.0.0.1;"),
+            "{}",
+            h("forwarded")
+        );
+        assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trusted_proxy_makes_rightmost_untrusted_address_the_client() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(
+        &Config::default().server("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]"),
+        &up.url(),
+    )
+    .await;
+    let req = Request::get("/x")
+        .header("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.0.0.9")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    gw.client().send(gw.addr(), Version::HTTP_11, req).await;
+    let seen = up.last().expect("seen");
+    assert_eq!(
+        seen.headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok()),
+        Some("198.51.100.7")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_gives_502_slow_gives_504_and_the_gateway_keeps_serving() {
+    let closed_port = free_port();
+    let down = TestGateway::start(
+        &Config::default(),
+        &format!("http://127.0.0.1:{closed_port}"),
+    )
+    .await;
+    let resp = down.client().get(down.addr(), "/").await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        resp.text().contains("dashboard is unavailable"),
+        "{}",
+        resp.text()
+    );
+    assert!(
+        !resp.text().contains(&closed_port.to_string()),
+        "502 page leaks internals"
+    );
+
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(
+        &Config::default().upstream("response_timeout = \"1s\""),
+        &up.url(),
+    )
+    .await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let resp = gw.client().send(gw.addr(), version, get("/slow")).await;
+        assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{version:?}");
+        assert!(resp.text().contains("not answering"));
+        let ok = gw.client().send(gw.addr(), version, get("/fine")).await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_listener_only_redirects_to_https() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(
+        &Config::default().server("redirect_http = \"127.0.0.1:0\""),
+        &up.url(),
+    )
+    .await;
+    let addr = gw.handle.redirect_addr().expect("redirect listener");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /recordings/?a=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 301"), "{out}");
+    let want = format!(
+        "location: https://localhost:{}/recordings/?a=1",
+        gw.addr().port()
+    );
+    assert!(out.to_lowercase().contains(&want), "{out}");
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones() {
+    let up = Recorder::start().await;
+    let dir = TestDir::new();
+    let port = free_port();
+    let config_path = dir.write_config(&Config::default(), &up.url(), &format!("127.0.0.1:{port}"));
+    let mut gw = Proc::spawn(
+        &["run", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert!(
+        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
+        "{:?}",
+        gw.log
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+
+    let (new_cert, _) = gatehouse::tls::self_signed(&["localhost"]).expect("cert");
+    let both = Client::trusting(&[&dir.cert, &new_cert]);
+    let leaf = |tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        tls.get_ref().1.peer_certificates().expect("certs")[0]
+            .as_ref()
+            .to_vec()
+    };
+    let pem_der = |pem: &[u8]| -> Vec<u8> {
+        let c: rustls_pki_types::CertificateDer<'static> =
+            rustls_pki_types::pem::PemObject::from_pem_slice(pem).expect("pem");
+        c.as_ref().to_vec()
+    };
+    let old_tls = both.connect(addr, "localhost", &[b"http/1.1"]).await;
+    assert_eq!(leaf(&old_tls), pem_der(&dir.cert.cert));
+    let mut old_conn = support::gateway::Conn::over(old_tls, Version::HTTP_11).await;
+    assert_eq!(old_conn.send(get("/before")).await.status, StatusCode::OK);
+
+    std::fs::write(dir.path().join("cert.pem"), &new_cert.cert).expect("write");
+    std::fs::write(dir.path().join("key.pem"), &new_cert.key).expect("write");
+    gw.signal("HUP");
+    assert!(
+        gw.wait_for("configuration reloaded", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        gw.log
+    );
+    let new_tls = both.connect(addr, "localhost", &[b"http/1.1"]).await;
+    assert_eq!(
+        leaf(&new_tls),
+        pem_der(&new_cert.cert),
+        "new connection still gets the old certificate"
+    );
+    assert_eq!(
+        old_conn.send(get("/after")).await.status,
+        StatusCode::OK,
+        "open connection broke on reload"
+    );
+
+    // A broken config is refused and the running one stays.
+    std::fs::write(&config_path, "[server]\nlisten = 5\n").expect("write");
+    gw.signal("HUP");
+    assert!(
+        gw.wait_for("reload refused", Duration::from_secs(10))
+            .is_some(),
+        "{:?}",
+        gw.log
+    );
+    let still = both.send(addr, Version::HTTP_11, get("/still")).await;
+    assert_eq!(still.status, StatusCode::OK);
+
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "SIGTERM must drain and exit 0"
+    );
+}
+
+#[test]
+fn check_config_reports_wrong_type_and_unknown_key_with_their_paths() {
+    let dir = TestDir::new();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = 5\n[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\nbogus = true\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(support::process::BIN)
+        .args(["check-config", file.to_str().expect("path")])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    assert!(stderr.contains("upstream.bogus"), "{stderr}");
+
+    let good = dir.write_config(&Config::default(), "http://127.0.0.1:1", "127.0.0.1:0");
+    let out = std::process::Command::new(support::process::BIN)
+        .args(["check-config", good.to_str().expect("path")])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_mode_serves_the_login_page_within_ten_seconds() {
+    let dir = tempfile::tempdir().expect("dir");
+    let started = std::time::Instant::now();
+    let mut demo = Proc::spawn(
+        &[
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--big-recording-mib",
+            "1",
+        ],
+        dir.path(),
+    );
+    let line = demo
+        .wait_for("open:", Duration::from_secs(10))
+        .expect("demo banner");
+    let url = line.split_whitespace().last().expect("url").to_string();
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("https://")
+        .trim_end_matches("/login")
+        .parse()
+        .expect("addr");
+    // The demo's certificate is self-signed: trust it by reading it back.
+    let state = demo
+        .wait_for("state:", Duration::from_secs(1))
+        .expect("state line");
+    let state_dir = state.split_whitespace().last().expect("dir").to_string();
+    let cert = std::fs::read(format!("{state_dir}/cert.pem")).expect("demo cert");
+    let pem = gatehouse::config::validate::CertPem {
+        cert,
+        key: vec![],
+        origin: "demo".into(),
+    };
+    let resp = Client::trusting(&[&pem]).get(addr, "/login").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.text().contains("Sign in"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    demo.signal("TERM");
+    assert_eq!(demo.wait_exit(Duration::from_secs(10)), Some(0));
+}

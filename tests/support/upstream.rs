@@ -1,0 +1,123 @@
+//! A test upstream that records every request it receives, so tests can
+//! assert what reached the dashboard (or that nothing did).
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// Path and query exactly as received on the wire.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Routes: `/slow…` waits 3 s before answering; `/set-cookie…` answers with
+/// cookies; everything else answers 200 `upstream saw <target>`.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let log = log.clone();
+                        async move { Ok::<_, Infallible>(answer(log, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn last(&self) -> Option<Seen> {
+        self.seen().last().cloned()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().expect("lock").clear();
+    }
+
+    /// Did any request reach a path starting with `prefix`?
+    pub fn saw_prefix(&self, prefix: &str) -> bool {
+        self.seen().iter().any(|s| s.target.starts_with(prefix))
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/".into(), |p| p.to_string());
+    log.lock().expect("lock").push(Seen {
+        method: parts.method.clone(),
+        target: target.clone(),
+        headers: parts.headers.clone(),
+        body,
+    });
+    if target.starts_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(format!("upstream saw {target}"))));
+    if target.starts_with("/set-cookie") {
+        let h = resp.headers_mut();
+        h.append(
+            "set-cookie",
+            "APPSESSION=secret123; Path=/; HttpOnly"
+                .parse()
+                .expect("cookie"),
+        );
+        h.append("set-cookie", "theme=dark; Path=/".parse().expect("cookie"));
+    }
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
