@@ -11,6 +11,7 @@ pub mod gate;
 pub mod listener;
 pub mod pages;
 pub mod proxy;
+pub mod store;
 pub mod tls;
 
 use crate::clock::{SharedClock, SystemClock};

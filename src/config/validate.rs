@@ -16,7 +16,7 @@ use std::time::Duration;
 pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
-    pub store: super::raw::RawStore,
+    pub store: crate::store::StoreSettings,
     pub logging: RawLogging,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
     pub source: Option<PathBuf>,
@@ -262,8 +262,17 @@ fn validate(
     }
     let limits = validate_limits(&s.limits, issues);
     let upstream = validate_upstream(&raw, base, issues)?;
-    let mut store = raw.store.clone();
-    store.secret_key_file = resolve(base, &store.secret_key_file);
+    let store_url = match raw.store.url.strip_prefix("file:") {
+        // A relative embedded-store path is relative to the config file.
+        Some(p) if !p.starts_with('/') => format!("file:{}", resolve(base, Path::new(p)).display()),
+        _ => raw.store.url.clone(),
+    };
+    let store = crate::store::StoreSettings {
+        url: store_url,
+        secret_key_file: resolve(base, &raw.store.secret_key_file),
+        connect_timeout: raw.store.connect_timeout.0,
+        command_timeout: raw.store.command_timeout.0,
+    };
     if !matches!(raw.logging.format.as_str(), "text" | "json") {
         issues.push(ConfigIssue::new(
             "logging.format",

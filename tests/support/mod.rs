@@ -4,4 +4,5 @@
 
 pub mod gateway;
 pub mod process;
+pub mod redis;
 pub mod upstream;

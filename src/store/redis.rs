@@ -1,0 +1,707 @@
+//! The Redis backend, for several gateways sharing state: single node, Sentinel or Cluster.
+//!
+//! A value record is a hash `{v: version, d: data}`; counters are value records whose data is
+//! a decimal number, so `get` reads them like any value. Sets are Redis sets, capped lists are
+//! Redis lists. Every check-and-write runs as one Lua script: atomic, and one round trip.
+//!
+//! Every operation is bounded by `command_timeout` and fails closed: an error is an error,
+//! never a default. The connection reconnects by itself (ConnectionManager, the cluster client,
+//! or a fresh Sentinel lookup), so the same store works again once Redis is back.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use percent_encoding::percent_decode_str;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
+
+use super::{Key, KeyPrefix, Store, StoreError, Versioned};
+
+pub struct RedisStore {
+    backend: Backend,
+    command_timeout: Duration,
+    healthy: AtomicBool,
+}
+
+impl RedisStore {
+    /// Connects to the deployment named by `url` within `connect_timeout`. Fails when Redis
+    /// cannot be reached, so `check-config` and startup report it at once.
+    pub async fn connect(
+        url: &str,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let backend = match Scheme::of(url)? {
+            Scheme::Single => Backend::single(url, connect_timeout, command_timeout).await?,
+            Scheme::Sentinel { tls } => Backend::sentinel(url, tls, connect_timeout).await?,
+            Scheme::Cluster { tls } => {
+                Backend::cluster(url, tls, connect_timeout, command_timeout).await?
+            }
+        };
+        let store = RedisStore {
+            backend,
+            command_timeout,
+            healthy: AtomicBool::new(true),
+        };
+        Ok(store)
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+        let k = key.encode();
+        let row = self
+            .run(|mut c| async move { hmget(&k).query_async::<Row>(&mut c).await })
+            .await?;
+        versioned(row, key)
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys.iter().map(Key::encode).collect();
+        let rows: Vec<Row> = if matches!(self.backend, Backend::Cluster(_)) {
+            // Keys of different users live in different slots: one request per key, concurrently.
+            self.run(|c| async move {
+                let reads = names.iter().map(|k| {
+                    let mut c = c.clone();
+                    async move { hmget(k).query_async::<Row>(&mut c).await }
+                });
+                futures_util::future::try_join_all(reads).await
+            })
+            .await?
+        } else {
+            self.run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                for k in &names {
+                    pipe.add_command(hmget(k));
+                }
+                pipe.query_async(&mut c).await
+            })
+            .await?
+        };
+        rows.into_iter()
+            .zip(keys)
+            .map(|(row, key)| versioned(row, key))
+            .collect()
+    }
+
+    async fn put(&self, key: &Key, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
+        let k = key.encode();
+        self.run(|mut c| async move {
+            PUT.key(k)
+                .arg(value.as_ref())
+                .arg(ttl_ms(ttl))
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        key: &Key,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.compare_and_set(key, None, value, ttl).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        key: &Key,
+        expected: Option<u64>,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let k = key.encode();
+        let expected = expected.map(|v| v.to_string()).unwrap_or_default();
+        let written: i64 = self
+            .run(|mut c| async move {
+                CAS.key(k)
+                    .arg(expected)
+                    .arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn delete(&self, key: &Key) -> Result<bool, StoreError> {
+        let k = key.encode();
+        let n: i64 = self
+            .run(|mut c| async move { redis::cmd("DEL").arg(k).query_async(&mut c).await })
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn incr(&self, key: &Key, ttl: Option<Duration>) -> Result<i64, StoreError> {
+        let k = key.encode();
+        self.run(|mut c| async move { INCR.key(k).arg(ttl_ms(ttl)).invoke_async(&mut c).await })
+            .await
+    }
+
+    async fn set_add(&self, key: &Key, member: &str) -> Result<bool, StoreError> {
+        let (k, m) = (key.encode(), member.to_owned());
+        let n: i64 = self
+            .run(|mut c| async move { redis::cmd("SADD").arg(k).arg(m).query_async(&mut c).await })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_remove(&self, key: &Key, member: &str) -> Result<bool, StoreError> {
+        let (k, m) = (key.encode(), member.to_owned());
+        let n: i64 = self
+            .run(|mut c| async move { redis::cmd("SREM").arg(k).arg(m).query_async(&mut c).await })
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn set_members(&self, key: &Key) -> Result<Vec<String>, StoreError> {
+        let k = key.encode();
+        let raw: Vec<Vec<u8>> = self
+            .run(|mut c| async move { redis::cmd("SMEMBERS").arg(k).query_async(&mut c).await })
+            .await?;
+        let mut members = raw
+            .into_iter()
+            .map(String::from_utf8)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt(key, "set member is not UTF-8"))?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn list_push_capped(
+        &self,
+        key: &Key,
+        value: Bytes,
+        cap: usize,
+    ) -> Result<(), StoreError> {
+        let k = key.encode();
+        let cap = cap.max(1);
+        self.run(|mut c| async move {
+            PUSH_CAPPED
+                .key(k)
+                .arg(value.as_ref())
+                .arg(cap)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn list_range(
+        &self,
+        key: &Key,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let k = key.encode();
+        let stop = start.saturating_add(count - 1);
+        let items: Vec<Vec<u8>> = self
+            .run(|mut c| async move {
+                redis::cmd("LRANGE")
+                    .arg(k)
+                    .arg(start)
+                    .arg(stop)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(items.into_iter().map(Bytes::from).collect())
+    }
+
+    async fn scan_prefix(&self, prefix: &KeyPrefix) -> Result<Vec<Key>, StoreError> {
+        // The encoded prefix never contains glob metacharacters (keys.rs escapes them).
+        let pattern = format!("{}*", prefix.encode());
+        let nodes = match &self.backend {
+            Backend::Cluster(_) => self.run(|c| async move { primaries(c).await }).await?,
+            _ => vec![None],
+        };
+        let mut keys = Vec::new();
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let (pat, node) = (pattern.clone(), node.clone());
+                let (next, batch): (u64, Vec<Vec<u8>>) = self
+                    .run(|c| async move { scan_page(c, node, cursor, &pat).await })
+                    .await?;
+                keys.extend(
+                    batch
+                        .iter()
+                        .filter_map(|k| std::str::from_utf8(k).ok())
+                        .filter_map(Key::decode),
+                );
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+impl RedisStore {
+    /// Runs one operation within `command_timeout`, maps its error and tracks health.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            let conn = self.backend.conn().await?;
+            op(conn).await.map_err(|e| self.classify(e))
+        };
+        let result = match tokio::time::timeout(self.command_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.backend.forget_connection();
+                Err(StoreError::Timeout)
+            }
+        };
+        self.note_health(&result);
+        result
+    }
+
+    fn classify(&self, e: RedisError) -> StoreError {
+        if is_data_error(&e) {
+            return StoreError::Corrupt(format!(
+                "unexpected record in Redis: {}",
+                format_args!("{:?}", e.kind())
+            ));
+        }
+        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.backend.forget_connection();
+        }
+        StoreError::Unavailable(e.to_string())
+    }
+
+    /// One log line per transition, not one per request: an outage under load would
+    /// otherwise flood the log.
+    fn note_health<T>(&self, result: &Result<T, StoreError>) {
+        let ok = !matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Timeout)
+        );
+        let was = self.healthy.swap(ok, Ordering::Relaxed);
+        match (was, result) {
+            (true, Err(e)) if !ok => {
+                tracing::error!(error = %e, "store unavailable: requests needing state fail closed until Redis answers again")
+            }
+            (false, _) if ok => tracing::info!("store available again"),
+            _ => {}
+        }
+    }
+}
+
+/// Lua: write data, bump the version; `ttl` 0 = no expiry.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) else redis.call('PERSIST', KEYS[1]) end
+return v
+",
+    )
+});
+
+/// Lua: write only at the expected version (`''` = the key must not exist).
+static CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if ARGV[1] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'v', 1, 'd', ARGV[2])
+else
+  local cur = redis.call('HGET', KEYS[1], 'v')
+  if cur ~= ARGV[1] then return 0 end
+  redis.call('HINCRBY', KEYS[1], 'v', 1)
+  redis.call('HSET', KEYS[1], 'd', ARGV[2])
+end
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) else redis.call('PERSIST', KEYS[1]) end
+return 1
+",
+    )
+});
+
+/// Lua: count up; the TTL is set only by the increment that creates the counter.
+static INCR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local existed = redis.call('EXISTS', KEYS[1])
+local n = redis.call('HINCRBY', KEYS[1], 'd', 1)
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+if existed == 0 and tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+",
+    )
+});
+
+/// Lua: newest first, keep `cap`.
+static PUSH_CAPPED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return 1
+",
+    )
+});
+
+type Row = (Option<u64>, Option<Vec<u8>>);
+
+fn hmget(key: &str) -> Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg("v").arg("d");
+    cmd
+}
+
+fn versioned(row: Row, key: &Key) -> Result<Option<Versioned>, StoreError> {
+    match row {
+        (None, None) => Ok(None),
+        (Some(version), Some(value)) => Ok(Some(Versioned {
+            value: Bytes::from(value),
+            version,
+        })),
+        _ => Err(corrupt(key, "half a record")),
+    }
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> u64 {
+    // A TTL that rounds down to 0 ms would mean "no expiry": keep at least 1 ms.
+    ttl.map_or(0, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
+}
+
+fn corrupt(key: &Key, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("{} record: {what}", key.kind()))
+}
+
+/// The server answered, but the record is not what the operation expects (wrong type, a
+/// counter that is not a number, an undecodable reply).
+fn is_data_error(e: &RedisError) -> bool {
+    matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
+        || e.code() == Some("WRONGTYPE")
+        || e.to_string().contains("not an integer")
+}
+
+async fn scan_page(
+    mut c: Conn,
+    node: Option<(String, u16)>,
+    cursor: u64,
+    pattern: &str,
+) -> RedisResult<(u64, Vec<Vec<u8>>)> {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(1000);
+    match (node, &mut c) {
+        (Some((host, port)), Conn::Cluster(cluster)) => {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let reply = cluster.route_command(cmd, routing).await?;
+            Ok(redis::from_redis_value(reply)?)
+        }
+        _ => cmd.query_async(&mut c).await,
+    }
+}
+
+/// The primaries of a cluster, as (host, port), from `CLUSTER NODES`.
+async fn primaries(c: Conn) -> RedisResult<Vec<Option<(String, u16)>>> {
+    let Conn::Cluster(mut cluster) = c else {
+        return Ok(vec![None]);
+    };
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("NODES");
+    let reply = cluster
+        .route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random))
+        .await?;
+    let text: String = redis::from_redis_value(reply)?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") || flags.contains("noaddr") {
+                return None;
+            }
+            // `host:port@cport[,hostname]`
+            let addr = fields.get(1)?.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some(Some((host.to_owned(), port.parse().ok()?)))
+        })
+        .collect())
+}
+
+enum Scheme {
+    Single,
+    Sentinel { tls: bool },
+    Cluster { tls: bool },
+}
+
+impl Scheme {
+    fn of(url: &str) -> Result<Scheme, StoreError> {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        match scheme {
+            "redis" | "rediss" | "redis+unix" | "unix" => Ok(Scheme::Single),
+            "redis+sentinel" => Ok(Scheme::Sentinel { tls: false }),
+            "rediss+sentinel" => Ok(Scheme::Sentinel { tls: true }),
+            "redis-cluster" => Ok(Scheme::Cluster { tls: false }),
+            "rediss-cluster" => Ok(Scheme::Cluster { tls: true }),
+            // Never echo the URL: it may carry a password.
+            _ => Err(StoreError::Config(
+                "unsupported scheme; use file:, redis://, rediss://, redis+sentinel://, redis-cluster:// or rediss-cluster://"
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+/// `scheme://[userinfo@]host:port[,host:port…][/rest]` split into its parts.
+struct MultiHost<'a> {
+    userinfo: Option<&'a str>,
+    hosts: Vec<&'a str>,
+    path: &'a str,
+}
+
+fn split_multi_host(url: &str) -> Result<MultiHost<'_>, StoreError> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    if hosts.is_empty() {
+        return Err(StoreError::Config(
+            "no host:port in the Redis URL".to_owned(),
+        ));
+    }
+    Ok(MultiHost {
+        userinfo,
+        hosts,
+        path,
+    })
+}
+
+fn bad_url(e: RedisError) -> StoreError {
+    StoreError::Config(format!(
+        "not a usable Redis URL ({})",
+        format_args!("{:?}", e.kind())
+    ))
+}
+
+fn connect_failed(e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("cannot connect to Redis: {e}"))
+}
+
+fn connect_timed_out() -> StoreError {
+    StoreError::Unavailable("cannot connect to Redis: connect timeout".to_owned())
+}
+
+enum Backend {
+    Single(ConnectionManager),
+    Sentinel(Box<Sentinel>),
+    Cluster(ClusterConnection),
+}
+
+struct Sentinel {
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// Dropped after a connection error so the next operation asks the sentinels again:
+    /// after a failover the master is somewhere else.
+    current: Mutex<Option<MultiplexedConnection>>,
+    connect_timeout: Duration,
+}
+
+impl Backend {
+    async fn single(
+        url: &str,
+        connect: Duration,
+        command: Duration,
+    ) -> Result<Backend, StoreError> {
+        let client = redis::Client::open(url).map_err(bad_url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect))
+            .set_response_timeout(Some(command))
+            .set_max_delay(Duration::from_secs(2));
+        let manager =
+            tokio::time::timeout(connect, ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| connect_timed_out())?
+                .map_err(connect_failed)?;
+        Ok(Backend::Single(manager))
+    }
+
+    async fn sentinel(url: &str, tls: bool, connect: Duration) -> Result<Backend, StoreError> {
+        let parts = split_multi_host(url)?;
+        let mut path = parts.path.split('/');
+        let master = path.next().filter(|m| !m.is_empty()).ok_or_else(|| {
+            StoreError::Config("redis+sentinel:// URL needs the master name: …/mymaster".to_owned())
+        })?;
+        let mut info = redis::RedisConnectionInfo::default();
+        if let Some(db) = path.next().filter(|d| !d.is_empty()) {
+            let db = db
+                .parse()
+                .map_err(|_| StoreError::Config("database number is not a number".to_owned()))?;
+            info = info.set_db(db);
+        }
+        if let Some(userinfo) = parts.userinfo {
+            let (user, pass) = userinfo.split_once(':').unwrap_or(("", userinfo));
+            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            if !user.is_empty() {
+                info = info.set_username(decode(user));
+            }
+            info = info.set_password(decode(pass));
+        }
+        let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+        if tls {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let sentinel_scheme = if tls { "rediss" } else { "redis" };
+        let sentinels: Vec<String> = parts
+            .hosts
+            .iter()
+            .map(|h| format!("{sentinel_scheme}://{h}"))
+            .collect();
+        let client =
+            SentinelClient::build(sentinels, master, Some(node), SentinelServerType::Master)
+                .map_err(bad_url)?;
+        let backend = Sentinel {
+            client: tokio::sync::Mutex::new(client),
+            current: Mutex::new(None),
+            connect_timeout: connect,
+        };
+        backend.connection().await?;
+        Ok(Backend::Sentinel(Box::new(backend)))
+    }
+
+    async fn cluster(
+        url: &str,
+        tls: bool,
+        connect: Duration,
+        command: Duration,
+    ) -> Result<Backend, StoreError> {
+        let parts = split_multi_host(url)?;
+        let scheme = if tls { "rediss" } else { "redis" };
+        let auth = parts.userinfo.map(|u| format!("{u}@")).unwrap_or_default();
+        let nodes: Vec<String> = parts
+            .hosts
+            .iter()
+            .map(|h| format!("{scheme}://{auth}{h}"))
+            .collect();
+        let client = ClusterClient::builder(nodes)
+            .connection_timeout(connect)
+            .response_timeout(command)
+            .build()
+            .map_err(bad_url)?;
+        let conn = tokio::time::timeout(connect, client.get_async_connection())
+            .await
+            .map_err(|_| connect_timed_out())?
+            .map_err(connect_failed)?;
+        Ok(Backend::Cluster(conn))
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        match self {
+            Backend::Single(m) => Ok(Conn::Manager(m.clone())),
+            Backend::Cluster(c) => Ok(Conn::Cluster(c.clone())),
+            Backend::Sentinel(s) => s.connection().await.map(Conn::Multiplexed),
+        }
+    }
+
+    fn forget_connection(&self) {
+        if let Backend::Sentinel(s) = self {
+            if let Ok(mut current) = s.current.lock() {
+                *current = None;
+            }
+        }
+    }
+}
+
+impl Sentinel {
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(c) = self.current.lock().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        let mut client = self.client.lock().await;
+        let conn = tokio::time::timeout(self.connect_timeout, client.get_async_connection())
+            .await
+            .map_err(|_| connect_timed_out())?
+            .map_err(connect_failed)?;
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+}
+
+/// One connection handle of whichever kind, so operations are written once.
+#[derive(Clone)]
+enum Conn {
+    Manager(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
