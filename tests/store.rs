@@ -407,15 +407,15 @@ mod cases {
             store.scan_prefix(&KeyPrefix::Incidents).await.unwrap(),
             vec![Key::Incident("i1".into())]
         );
-        let mut hers = store.scan_prefix(&KeyPrefix::User(alice())).await.unwrap();
-        hers.sort();
+        let hers: HashSet<Key> = store
+            .scan_prefix(&KeyPrefix::User(alice()))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
         assert_eq!(
             hers,
-            vec![Key::UserTotp(alice()), Key::EpochUser(alice())]
-                .into_iter()
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
+            HashSet::from([Key::UserTotp(alice()), Key::EpochUser(alice())])
         );
         assert!(store
             .scan_prefix(&KeyPrefix::Trusted)
@@ -875,4 +875,26 @@ fn key_file_rotation_and_errors() {
     let err = Sealer::load_or_create(&path).unwrap_err().to_string();
     assert!(err.contains("line 1") && err.contains("32 bytes"), "{err}");
     assert!(!err.contains("c2VjcmV0LXNob3J0"), "{err}");
+}
+
+#[test]
+fn gateways_starting_together_generate_one_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seal.key");
+    let ids: HashSet<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    Sealer::load_or_create(&path)
+                        .unwrap()
+                        .current_key_id()
+                        .to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temp files left behind");
 }

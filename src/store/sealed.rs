@@ -237,16 +237,26 @@ fn create_key_file(path: &Path) -> Result<(), SealError> {
         "# gatehouse sealing keys: first line seals, all lines open. Keep this file secret.\n{id} {}\n",
         BASE64.encode(key)
     );
-    // create_new: never overwrite a key file another process wrote meanwhile.
-    let mut file = std::fs::OpenOptions::new()
+    // Written to a private temp file, then hard-linked into place: linking fails if the file
+    // exists, so a gateway starting at the same moment never overwrites a key another one
+    // generated, and nobody ever reads a half-written key file.
+    let tmp = path.with_extension(format!("tmp-{:08x}", rng.random::<u32>()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| key_file(path, e))?;
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| key_file(path, e))?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(line.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(key_file(path, e)),
+    }
     tracing::info!(path = %path.display(), key_id = %id, "generated a new sealing key file");
     Ok(())
 }
