@@ -669,10 +669,10 @@ impl CapturedLog {
     }
 }
 
-/// Stops `server` under a live store: every operation fails within about the command timeout,
+/// Stops the servers under a live store: every operation fails within about the command timeout,
 /// one error line is logged for the whole outage; after a restart on the same port the same
 /// store works again and one recovery line is logged.
-async fn fails_closed_then_recovers(url: String, server: &mut RedisServer) {
+async fn fails_closed_then_recovers(url: String, servers: &mut [RedisServer]) {
     let log = CapturedLog::default();
     let writer = log.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -696,7 +696,7 @@ async fn fails_closed_then_recovers(url: String, server: &mut RedisServer) {
         .unwrap();
     assert!(store.healthy());
 
-    server.stop();
+    servers.iter_mut().for_each(RedisServer::stop);
     for _ in 0..5 {
         let start = Instant::now();
         let result = store.get(&key).await;
@@ -717,7 +717,7 @@ async fn fails_closed_then_recovers(url: String, server: &mut RedisServer) {
     assert!(!store.healthy());
 
     // Blocks this runtime for the restart (~0.1 s); nothing needs to run meanwhile.
-    server.restart();
+    servers.iter_mut().for_each(RedisServer::restart);
     let start = Instant::now();
     while let Err(e) = store.put(&key, Bytes::from_static(b"y"), None).await {
         assert!(
@@ -744,7 +744,7 @@ async fn redis_outage_fails_closed_and_recovers_with_the_same_store() {
     let mut server = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap();
-    fails_closed_then_recovers(server.url(), &mut server).await;
+    fails_closed_then_recovers(server.url(), std::slice::from_mut(&mut server)).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -753,7 +753,16 @@ async fn sentinel_master_outage_fails_closed_and_recovers() {
         .await
         .unwrap();
     // The sentinel stays up; its master goes away and comes back on the same port.
-    fails_closed_then_recovers(sentinel.url(), &mut sentinel.master).await;
+    fails_closed_then_recovers(sentinel.url(), std::slice::from_mut(&mut sentinel.master)).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cluster_outage_fails_closed_and_recovers() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    // Nodes come back with their nodes.conf (same dir, same port) and rejoin the cluster.
+    fails_closed_then_recovers(cluster.url(), &mut cluster.nodes).await;
 }
 
 #[tokio::test]
