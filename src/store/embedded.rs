@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::task::JoinHandle;
 
 use super::{Key, KeyPrefix, Store, StoreError, Versioned};
@@ -53,7 +53,10 @@ impl EmbeddedStore {
     {
         let db = self.db.clone();
         blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
+            let mut txn = db.begin_write().map_err(unavailable)?;
+            // redb's default, stated because acknowledging means "survives kill -9".
+            txn.set_durability(Durability::Immediate)
+                .map_err(unavailable)?;
             let result = {
                 let mut table = txn.open_table(RECORDS).map_err(unavailable)?;
                 op(&mut table, now_ms())?
@@ -276,6 +279,7 @@ impl Store for EmbeddedStore {
                     keys.push(key);
                 }
             }
+            keys.sort();
             Ok(keys)
         })
         .await

@@ -12,7 +12,7 @@ use std::fmt;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// A record in the store. The only way any module names state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
     /// A gatehouse session by id (value).
     Session(String),
@@ -156,6 +156,16 @@ impl Key {
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind())
+    }
+}
+
+/// The encoded form, except that session ids (bearer tokens) are never shown.
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Session(_) => f.write_str("gh:session:{<redacted>}"),
+            other => f.write_str(&other.encode()),
+        }
     }
 }
 
@@ -327,6 +337,8 @@ mod tests {
     fn display_never_shows_ids() {
         let key = Key::Session("secret-session-id".into());
         assert!(!key.to_string().contains("secret"));
+        assert!(!format!("{key:?}").contains("secret"));
+        assert_eq!(format!("{:?}", Key::UserTotp("a".into())), "gh:{u:a}:totp");
     }
 
     #[test]

@@ -299,7 +299,9 @@ impl RedisStore {
                 format_args!("{:?}", e.kind())
             ));
         }
-        if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        // READONLY: after a Sentinel failover our old master became a replica.
+        let stale = matches!(e.code(), Some("READONLY" | "MASTERDOWN"));
+        if stale || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             self.backend.forget_connection();
         }
         StoreError::Unavailable(e.to_string())

@@ -43,8 +43,10 @@ pub enum SealError {
 
 /// Seals and opens secrets. Debug output never shows key material.
 pub struct Sealer {
-    /// The first entry seals; all open.
-    keys: Vec<SealingKey>,
+    /// Seals and opens.
+    current: SealingKey,
+    /// Rotated-out keys: open only.
+    previous: Vec<SealingKey>,
 }
 
 impl Sealer {
@@ -93,12 +95,6 @@ impl Sealer {
 
     /// A sealer from `(key id, key)` pairs; the first seals. For tests and tools.
     pub fn from_keys(keys: Vec<(String, [u8; 32])>) -> Result<Sealer, SealError> {
-        if keys.is_empty() {
-            return Err(SealError::InvalidKey {
-                id: String::new(),
-                reason: "no keys given".to_owned(),
-            });
-        }
         let mut sealing = Vec::with_capacity(keys.len());
         for (id, key) in keys {
             check_key_id(&id)?;
@@ -114,17 +110,25 @@ impl Sealer {
             })?;
             sealing.push(SealingKey { id, cipher });
         }
-        Ok(Sealer { keys: sealing })
+        let mut keys = sealing.into_iter();
+        let current = keys.next().ok_or_else(|| SealError::InvalidKey {
+            id: String::new(),
+            reason: "no keys given".to_owned(),
+        })?;
+        Ok(Sealer {
+            current,
+            previous: keys.collect(),
+        })
     }
 
     /// The id of the key new secrets are sealed with.
     pub fn current_key_id(&self) -> &str {
-        self.current().id.as_str()
+        self.current.id.as_str()
     }
 
     /// Encrypts `plaintext` under the current key with a fresh random nonce.
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let key = self.current();
+        let key = &self.current;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill(&mut nonce);
         let aad = associated_data(&key.id);
@@ -160,8 +164,7 @@ impl Sealer {
         let id = std::str::from_utf8(id).map_err(|_| SealError::Malformed)?;
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let key = self
-            .keys
-            .iter()
+            .keys()
             .find(|k| k.id == id)
             .ok_or_else(|| SealError::UnknownKeyId(id.to_owned()))?;
         key.cipher
@@ -175,15 +178,14 @@ impl Sealer {
             .map_err(|_| SealError::WrongKeyOrTampered)
     }
 
-    fn current(&self) -> &SealingKey {
-        // `from_keys` refuses an empty list, so there is always a first key.
-        &self.keys[0]
+    fn keys(&self) -> impl Iterator<Item = &SealingKey> {
+        std::iter::once(&self.current).chain(&self.previous)
     }
 }
 
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        let ids: Vec<&str> = self.keys().map(|k| k.id.as_str()).collect();
         f.debug_struct("Sealer")
             .field("key_ids", &ids)
             .field("keys", &"<redacted>")
@@ -237,16 +239,26 @@ fn create_key_file(path: &Path) -> Result<(), SealError> {
         "# gatehouse sealing keys: first line seals, all lines open. Keep this file secret.\n{id} {}\n",
         BASE64.encode(key)
     );
-    // create_new: never overwrite a key file another process wrote meanwhile.
-    let mut file = std::fs::OpenOptions::new()
+    // Written to a private temp file, then hard-linked into place: linking fails if the file
+    // exists, so a gateway starting at the same moment never overwrites a key another one
+    // generated, and nobody ever reads a half-written key file.
+    let tmp = path.with_extension(format!("tmp-{:08x}", rng.random::<u32>()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| key_file(path, e))?;
-    file.write_all(line.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| key_file(path, e))?;
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(line.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(key_file(path, e)),
+    }
     tracing::info!(path = %path.display(), key_id = %id, "generated a new sealing key file");
     Ok(())
 }
@@ -277,6 +289,13 @@ mod tests {
         let shown = format!("{sealer:?}");
         assert!(shown.contains("k1") && shown.contains("redacted"));
         assert!(!shown.contains(&BASE64.encode([7u8; 32])));
+    }
+
+    #[test]
+    fn bad_key_lists_are_refused() {
+        assert!(Sealer::from_keys(vec![]).is_err());
+        assert!(Sealer::from_keys(vec![("a b".into(), [1; 32])]).is_err());
+        assert!(Sealer::from_keys(vec![("k".into(), [1; 32]), ("k".into(), [2; 32])]).is_err());
     }
 
     #[test]

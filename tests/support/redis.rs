@@ -255,3 +255,84 @@ pub fn query(port: u16, command: &str) -> Option<String> {
     }
     Some(reply)
 }
+
+/// A master plus one Sentinel monitoring it as `mymaster`.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start();
+        for _ in 0..20 {
+            let port = free_port(false);
+            let dir = tempfile::tempdir().expect("temp dir for sentinel");
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 5000\n",
+                    dir.path().display(),
+                    master.port()
+                ),
+            )
+            .expect("write sentinel.conf");
+            let log = std::fs::File::create(dir.path().join("sentinel.log")).expect("sentinel log");
+            let mut child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("sentinel log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn redis-server --sentinel");
+            let deadline = Instant::now() + START_TIMEOUT;
+            let ready = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                let reply =
+                    query(port, "SENTINEL get-master-addr-by-name mymaster").unwrap_or_default();
+                if reply.contains(&master.port().to_string()) {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("sentinel on port {port} did not report its master");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if ready {
+                return RedisSentinel {
+                    master,
+                    port,
+                    dir,
+                    child: Some(child),
+                };
+            }
+        }
+        panic!("could not start redis sentinel on a free port after 20 attempts");
+    }
+
+    /// `redis+sentinel://127.0.0.1:PORT/mymaster`
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
