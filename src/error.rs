@@ -15,6 +15,9 @@ pub enum GateError {
     Misdirected,
     #[error("access denied ({reason})")]
     AccessDenied { reason: String, reference: String },
+    /// A session is required and there is none (non-browser clients).
+    #[error("authentication required")]
+    Unauthorized,
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("not found")]
@@ -35,6 +38,7 @@ impl GateError {
             GateError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GateError::AccessDenied { .. } => StatusCode::FORBIDDEN,
             GateError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::Unauthorized => StatusCode::UNAUTHORIZED,
             GateError::NotFound => StatusCode::NOT_FOUND,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -64,6 +68,12 @@ impl GateError {
                 "Access from your network or country is not allowed for this area.",
                 "If you need access, contact your administrator and quote the reference below.",
                 Some(reference.as_str()),
+            ),
+            GateError::Unauthorized => (
+                "Sign-in required",
+                "You need to sign in to use this page.",
+                "Sign in, then try again.",
+                None,
             ),
             GateError::PayloadTooLarge => (
                 "Request too large",

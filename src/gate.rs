@@ -2,19 +2,28 @@
 //! stage either passes the request on or finishes the response. This is the
 //! only place that knows the order.
 
+use crate::audit::Event;
+use crate::auth::lockout::{LockState, Lockout};
+use crate::auth::login;
 use crate::client_ip::{self, ClientIp, TrustedProxies};
 use crate::clock::SharedClock;
 use crate::config::validate::Settings;
 use crate::error::GateError;
+use crate::pages::{self, SignedOut};
 use crate::proxy::{self, Body, Upstream};
+use crate::session::cookie::{self as gh_cookie, SessionId, OWN_PREFIX};
+use crate::session::vault::{self, Vault, VaultedNames};
+use crate::session::{EndReason, Lookup, Session, SessionRecord, SessionState, Sessions};
+use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Version};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Everything a request needs that a SIGHUP may replace, swapped atomically:
 /// a request sees either the old or the new configuration, never a mix.
@@ -23,6 +32,8 @@ pub struct Live {
     pub tls: Arc<rustls::ServerConfig>,
     pub upstream: Upstream,
     pub trusted: TrustedProxies,
+    pub sessions: Sessions,
+    pub lockout: Lockout,
 }
 
 /// Why a configuration could not be put into service.
@@ -35,11 +46,13 @@ pub enum LiveError {
 }
 
 impl Live {
-    pub fn build(settings: Settings) -> Result<Self, LiveError> {
+    pub fn build(settings: Settings, store: &Arc<dyn Store>) -> Result<Self, LiveError> {
         Ok(Self {
             tls: crate::tls::build(&settings.server.tls)?,
             upstream: Upstream::new(&settings.upstream)?,
             trusted: TrustedProxies::new(settings.server.trusted_proxies.clone()),
+            sessions: Sessions::new(store.clone(), settings.session.clone()),
+            lockout: Lockout::new(store.clone(), settings.lockout.clone()),
             settings: Arc::new(settings),
         })
     }
@@ -48,7 +61,10 @@ impl Live {
 /// The gateway's shared state.
 pub struct Gate {
     pub live: ArcSwap<Live>,
+    pub store: Arc<dyn Store>,
     pub clock: SharedClock,
+    /// Dashboard cookie names never accepted from a browser.
+    pub vaulted: VaultedNames,
 }
 
 /// What the listener knows about the connection a request came on.
@@ -65,8 +81,13 @@ struct Facts {
     client: ClientIp,
     host: String,
     path: String,
+    query: Option<String>,
     user: Option<String>,
+    now_ms: u64,
 }
+
+/// How often an open websocket re-checks that its session is still live.
+const WEBSOCKET_RECHECK: Duration = Duration::from_secs(2);
 
 impl Gate {
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
@@ -77,7 +98,9 @@ impl Gate {
             client: ClientIp::Unknown,
             host: String::new(),
             path: req.uri().path().to_string(),
+            query: None,
             user: None,
+            now_ms: self.now_ms(),
         };
         let mut upstream_time = None;
         let mut resp = match self
@@ -86,8 +109,10 @@ impl Gate {
         {
             Ok(resp) => resp,
             Err(e) => {
-                if matches!(e, GateError::Upstream(_)) {
-                    tracing::warn!(error = %e, "upstream request failed");
+                match &e {
+                    GateError::Upstream(_) => tracing::warn!(error = %e, "upstream request failed"),
+                    GateError::StoreUnavailable => {}
+                    _ => tracing::debug!(error = %e, "request refused"),
                 }
                 e.into_response(&live.settings.server.brand)
             }
@@ -97,68 +122,671 @@ impl Gate {
             tracing::info!(
                 target: "gatehouse::access",
                 method = %method,
-                path = %facts.path,
+                path = ?facts.path,
                 status = resp.status().as_u16(),
                 client = %facts.client,
-                user = facts.user.as_deref().unwrap_or("-"),
+                user = ?facts.user.as_deref().unwrap_or("-"),
                 ms = started.elapsed().as_secs_f64() * 1000.0,
-                upstream_ms = upstream_time.map(|d: std::time::Duration| d.as_secs_f64() * 1000.0),
+                upstream_ms = upstream_time.map(|d: Duration| d.as_secs_f64() * 1000.0),
             );
         }
         resp
     }
 
+    fn now_ms(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
     async fn stages(
         &self,
-        live: &Live,
+        live: &Arc<Live>,
         conn: ConnInfo,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         facts: &mut Facts,
-        upstream_time: &mut Option<std::time::Duration>,
+        upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let settings = &live.settings;
 
         // 1. client_ip: the only address any later stage uses.
         facts.client = client_ip::resolve(conn.source, req.headers(), &live.trusted);
 
-        // 2. route: one authority for decision and forwarding.
+        // 2. route: one authority for decision and forwarding, one path.
         facts.host = request_host(&req)?;
-        if !settings.server.hosts.is_empty()
-            && !settings
-                .server
-                .hosts
-                .contains(&host_without_port(&facts.host))
-        {
+        let hosts = &settings.server.hosts;
+        if !hosts.is_empty() && !hosts.contains(&host_without_port(&facts.host)) {
             return Err(GateError::Misdirected);
         }
-        let path_and_query = forwarded_target(&req)?;
+        let target = forwarded_target(&req)?;
+        facts.path = target.path().to_string();
+        facts.query = target.query().map(str::to_string);
 
-        // 7. proxy: stream to the dashboard.
-        let client_upgrade = if req.version() == Version::HTTP_11
-            && proxy::headers::upgrade_protocol(req.headers()).is_some()
-        {
-            Some(hyper::upgrade::on(&mut req))
-        } else {
-            None
+        // 4. gatehouse's own pages are never forwarded.
+        if facts.path == "/.gatehouse" || facts.path.starts_with("/.gatehouse/") {
+            return Err(GateError::NotFound);
+        }
+
+        // 5. session: the browser's cookie → a stored session (one round trip).
+        let sid = gh_cookie::read_session(req.headers())
+            .map_err(|_| GateError::BadRequest("duplicate session cookie"))?;
+        let lookup = match &sid {
+            Some(id) => live
+                .sessions
+                .lookup(id, facts.now_ms)
+                .await
+                .map_err(store_down)?,
+            None => Lookup::None,
         };
-        let (parts, body) = req.into_parts();
-        let upstream_req = Request::from_parts(parts, proxy::stream(body));
+
+        // 6. auth: login interception, then what the session allows.
+        let login = &settings.login;
+        if login.is_login(req.method(), &facts.path) {
+            let prior = match lookup {
+                Lookup::Live(s) => Some(*s),
+                _ => None,
+            };
+            return self
+                .login(live, req, target, facts, prior, upstream_time)
+                .await;
+        }
+        match lookup {
+            Lookup::Live(session) if session.record.state == SessionState::Active => {
+                facts.user = session.record.user.clone();
+                self.signed_in(live, req, target, facts, *session, upstream_time)
+                    .await
+            }
+            Lookup::Live(session) if session.record.state == SessionState::Anonymous => {
+                self.anonymous(live, req, target, facts, Some(*session), upstream_time)
+                    .await
+            }
+            Lookup::Live(session) => {
+                // Second factor pending: only gatehouse's 2FA pages (and the
+                // public ones, without the vault) until it is passed.
+                facts.user = session.record.user.clone();
+                if login.is_anonymous(&facts.path) {
+                    return self
+                        .anonymous(live, req, target, facts, None, upstream_time)
+                        .await;
+                }
+                Ok(redirect(StatusCode::SEE_OTHER, "/.gatehouse/2fa"))
+            }
+            Lookup::Ended(reason) => {
+                if login.is_anonymous(&facts.path) {
+                    let mut resp = self
+                        .anonymous(live, req, target, facts, None, upstream_time)
+                        .await?;
+                    resp.headers_mut()
+                        .append(header::SET_COOKIE, gh_cookie::clear_session());
+                    return Ok(resp);
+                }
+                let why = match reason {
+                    EndReason::Replaced => SignedOut::Elsewhere,
+                    EndReason::Timeout | EndReason::Idle => SignedOut::Expired,
+                    _ => SignedOut::Ended,
+                };
+                let mut resp = pages::signed_out(&settings.server.brand, why, &login.path);
+                let h = resp.headers_mut();
+                h.append(header::SET_COOKIE, gh_cookie::clear_session());
+                h.append(
+                    header::SET_COOKIE,
+                    gh_cookie::set_return(&local_target(facts)),
+                );
+                Ok(resp)
+            }
+            Lookup::None => {
+                self.anonymous(live, req, target, facts, None, upstream_time)
+                    .await
+            }
+        }
+    }
+
+    /// 6a. A login attempt: lockout first, then the dashboard judges the
+    /// password; success starts a new session holding the dashboard's cookies.
+    async fn login(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        prior: Option<Session>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let settings = &live.settings;
+        let brand = &settings.server.brand;
+        let return_to = gh_cookie::read_return(req.headers()).map(|r| login::safe_return_to(&r));
+        let (mut parts, body) = req.into_parts();
+        let bytes = read_limited(body, settings.server.limits.max_form_bytes).await?;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let user = login::field(content_type, &bytes, &settings.login.username_field)
+            .and_then(|u| login::normalise_username(&u));
+        let ip = facts.client.to_string();
+        let Some(user) = user else {
+            // No username, nothing to count or lock: the dashboard answers
+            // its own form error, and no session can come of it.
+            let prior_vault = prior.as_ref().map(|p| p.record.vault.clone());
+            let mut resp = self
+                .forward(
+                    live,
+                    parts,
+                    proxy::full(bytes),
+                    target,
+                    facts,
+                    prior_vault.as_ref(),
+                    None,
+                    upstream_time,
+                )
+                .await?;
+            strip_http_only(resp.headers_mut());
+            return Ok(resp);
+        };
+        facts.user = Some(user.clone());
+        let audit = |event: &'static str| Event {
+            event,
+            user: Some(&user),
+            ip: Some(ip.clone()),
+            ..Event::default()
+        };
+
+        match live.lockout.check(&user, &ip).await.map_err(store_down)? {
+            LockState::Open => {}
+            state => {
+                let mut e = audit("login_locked");
+                e.reason = Some(if state == LockState::UserLocked {
+                    "user_locked"
+                } else {
+                    "ip_throttled"
+                });
+                e.emit();
+                return Ok(pages::locked(brand));
+            }
+        }
+
+        let prior_vault = prior
+            .as_ref()
+            .map(|p| p.record.vault.clone())
+            .unwrap_or_default();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let mut resp = self
+            .forward(
+                live,
+                parts,
+                proxy::full(bytes),
+                target,
+                facts,
+                Some(&prior_vault),
+                None,
+                upstream_time,
+            )
+            .await?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let mut answer_vault = Vault::default();
+        let (names, _) = answer_vault.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+
+        if !settings.login.succeeded(status, &headers) {
+            audit("login_failed").emit();
+            if live
+                .lockout
+                .record_failure(&user, &ip)
+                .await
+                .map_err(store_down)?
+            {
+                audit("user_locked").emit();
+            }
+            // Keep the pre-login cookies the failed answer set server-side too.
+            self.keep_anonymous_cookies(live, &mut resp, facts, prior, answer_vault)
+                .await?;
+            return Ok(resp);
+        }
+
+        live.lockout
+            .record_success(&user)
+            .await
+            .map_err(store_down)?;
+        let user_agent = headers_user_agent(&headers);
+        let record = SessionRecord {
+            user: Some(user.clone()),
+            state: SessionState::Active,
+            created_ms: facts.now_ms,
+            last_seen_ms: facts.now_ms,
+            class: live.sessions.rules.classify(&user_agent, &facts.path),
+            client_ip: ip.clone(),
+            country: None,
+            user_agent,
+            vault: prior_vault.merged(answer_vault),
+            csrf: SessionId::generate().as_cookie_value().to_string(),
+            return_to: return_to.clone(),
+            second_factor: None,
+            pending_seed: None,
+        };
+        let (id, session) = live
+            .sessions
+            .start(record, facts.now_ms, prior.as_ref())
+            .await
+            .map_err(store_down)?;
+        if live.sessions.rules.prevent_concurrent {
+            live.sessions
+                .end_user_sessions(&user, &session.digest, EndReason::Replaced)
+                .await
+                .map_err(store_down)?;
+        }
+        let mut e = audit("login_ok");
+        e.session = Some(gh_cookie::short_ref(&session.digest));
+        e.emit();
+
+        let h = resp.headers_mut();
+        let max_age = (!live.sessions.rules.expire_on_browser_close)
+            .then(|| live.sessions.rules.lifetime(&session.record.class));
+        h.append(header::SET_COOKIE, gh_cookie::set_session(&id, max_age));
+        h.append(header::SET_COOKIE, gh_cookie::clear_return());
+        // Where the user was going wins; an off-site redirect never does.
+        let location = return_to.or_else(|| {
+            h.get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| local_location(l, &facts.host))
+        });
+        if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            if resp.status().is_redirection() {
+                resp.headers_mut().insert(header::LOCATION, loc);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// 6b. A signed-in request: the vault rides along; logout ends the session.
+    async fn signed_in(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        mut session: Session,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let logout = live.settings.login.is_logout(&facts.path);
+        let (mut parts, body) = req.into_parts();
+        let on_upgrade = take_upgrade(&mut parts);
+        let guard = on_upgrade.as_ref().map(|_| {
+            let live = live.clone();
+            let digest = session.digest.clone();
+            let clock = self.clock.clone();
+            websocket_guard(live, digest, clock)
+        });
+        let vault = session.record.vault.clone();
+        let mut resp = self
+            .forward_upgradable(
+                live,
+                parts,
+                proxy::stream(body),
+                target,
+                facts,
+                Some(&vault),
+                on_upgrade,
+                guard,
+                upstream_time,
+            )
+            .await?;
+        let user = session.record.user.clone();
+        if logout {
+            strip_http_only(resp.headers_mut());
+            live.sessions
+                .end(&session.digest, user.as_deref(), EndReason::Logout)
+                .await
+                .map_err(store_down)?;
+            resp.headers_mut()
+                .append(header::SET_COOKIE, gh_cookie::clear_session());
+            Event {
+                event: "session_ended",
+                user: user.as_deref(),
+                ip: Some(facts.client.to_string()),
+                session: Some(gh_cookie::short_ref(&session.digest)),
+                reason: Some(EndReason::Logout.as_str()),
+                ..Event::default()
+            }
+            .emit();
+            return Ok(resp);
+        }
+        let (names, changed) =
+            session
+                .record
+                .vault
+                .absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+        if changed {
+            // A lost race with a concurrent end (logout, revoke) must not
+            // resurrect the session: compare-and-set decides.
+            live.sessions
+                .save(&mut session, facts.now_ms)
+                .await
+                .map_err(store_down)?;
+        }
+        Ok(resp)
+    }
+
+    /// 6c. Without a signed-in session: public paths pass (their HttpOnly
+    /// cookies kept server-side in a pre-login session), everything else goes
+    /// to the dashboard's login.
+    async fn anonymous(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        prior: Option<Session>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let login = &live.settings.login;
+        if !login.is_anonymous(&facts.path) {
+            return Ok(self.to_sign_in(live, &req, facts));
+        }
+        let (mut parts, body) = req.into_parts();
+        // No websockets before sign-in (SECURITY-TESTS 26).
+        if proxy::headers::upgrade_protocol(&parts.headers).is_some() {
+            return Err(GateError::Unauthorized);
+        }
+        parts.headers.remove(header::UPGRADE);
+        let vault = prior.as_ref().map(|p| p.record.vault.clone());
+        let mut resp = self
+            .forward(
+                live,
+                parts,
+                proxy::stream(body),
+                target,
+                facts,
+                vault.as_ref(),
+                None,
+                upstream_time,
+            )
+            .await?;
+        let mut fresh = Vault::default();
+        let (names, _) = fresh.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+        if !fresh.is_empty() {
+            self.keep_anonymous_cookies(live, &mut resp, facts, prior, fresh)
+                .await?;
+        }
+        Ok(resp)
+    }
+
+    /// Put cookies the dashboard set before sign-in into a pre-login session
+    /// (creating one, with a cookie, when the browser has none).
+    async fn keep_anonymous_cookies(
+        &self,
+        live: &Arc<Live>,
+        resp: &mut Response<Body>,
+        facts: &Facts,
+        prior: Option<Session>,
+        fresh: Vault,
+    ) -> Result<(), GateError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        match prior {
+            Some(mut s) if s.record.state == SessionState::Anonymous => {
+                s.record.vault = std::mem::take(&mut s.record.vault).merged(fresh);
+                live.sessions
+                    .save(&mut s, facts.now_ms)
+                    .await
+                    .map_err(store_down)?;
+            }
+            _ => {
+                let record = SessionRecord {
+                    user: None,
+                    state: SessionState::Anonymous,
+                    created_ms: facts.now_ms,
+                    last_seen_ms: facts.now_ms,
+                    class: "web".into(),
+                    client_ip: facts.client.to_string(),
+                    country: None,
+                    user_agent: String::new(),
+                    vault: fresh,
+                    csrf: SessionId::generate().as_cookie_value().to_string(),
+                    return_to: None,
+                    second_factor: None,
+                    pending_seed: None,
+                };
+                let (id, _) = live
+                    .sessions
+                    .start(record, facts.now_ms, None)
+                    .await
+                    .map_err(store_down)?;
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, gh_cookie::set_session(&id, None));
+            }
+        }
+        Ok(())
+    }
+
+    /// A protected page without a session: browsers go to the dashboard's
+    /// login (remembering where they were going); API clients get 401 JSON.
+    fn to_sign_in(&self, live: &Live, req: &Request<Incoming>, facts: &Facts) -> Response<Body> {
+        if wants_json(req.headers()) {
+            let mut r = Response::new(proxy::full(r#"{"error":"authentication_required"}"#));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Cookie realm=\"gatehouse\""),
+            );
+            return r;
+        }
+        let mut r = redirect(StatusCode::FOUND, &live.settings.login.path);
+        if req.method() == Method::GET {
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                gh_cookie::set_return(&local_target(facts)),
+            );
+        }
+        r
+    }
+
+    /// Stage 7, proxy: forward to the dashboard with the session's vault
+    /// cookies and nothing a browser may not send.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        live: &Live,
+        parts: http::request::Parts,
+        body: Body,
+        target: PathAndQuery,
+        facts: &Facts,
+        vault: Option<&Vault>,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        self.forward_upgradable(
+            live,
+            parts,
+            body,
+            target,
+            facts,
+            vault,
+            upgrade,
+            None,
+            upstream_time,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_upgradable(
+        &self,
+        live: &Live,
+        mut parts: http::request::Parts,
+        body: Body,
+        target: PathAndQuery,
+        facts: &Facts,
+        vault: Option<&Vault>,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+        guard: Option<proxy::client::Guard>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let inject = vault
+            .map(|v| v.pairs_for(&facts.path, facts.now_ms))
+            .unwrap_or_default();
+        let is_vaulted =
+            |n: &str| self.vaulted.contains(n) || vault.is_some_and(|v| v.names().any(|x| x == n));
+        vault::rewrite_request_cookies(&mut parts.headers, OWN_PREFIX, &is_vaulted, &inject);
+        let req = Request::from_parts(parts, body);
         let sent = Instant::now();
         let resp = live
             .upstream
             .forward(
-                upstream_req,
+                req,
                 proxy::client::Forward {
-                    path_and_query,
+                    path_and_query: target,
                     host: &facts.host,
                     client: facts.client,
                 },
-                client_upgrade,
+                upgrade,
+                guard,
             )
             .await?;
         *upstream_time = Some(sent.elapsed());
-        Ok(resp.map(proxy::stream))
+        let mut resp = resp.map(proxy::stream);
+        strip_own_set_cookies(resp.headers_mut());
+        Ok(resp)
     }
+}
+
+/// Closes a spliced websocket once its session is no longer live (logout,
+/// log-out-all, timeouts: SECURITY-TESTS 26), or when the store cannot say.
+fn websocket_guard(live: Arc<Live>, digest: String, clock: SharedClock) -> proxy::client::Guard {
+    Box::pin(async move {
+        loop {
+            tokio::time::sleep(WEBSOCKET_RECHECK).await;
+            let now_ms = clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            if !live
+                .sessions
+                .still_live(&digest, now_ms)
+                .await
+                .unwrap_or(false)
+            {
+                return;
+            }
+        }
+    })
+}
+
+fn take_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrade::OnUpgrade> {
+    if parts.version == Version::HTTP_11
+        && proxy::headers::upgrade_protocol(&parts.headers).is_some()
+    {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    }
+}
+
+fn store_down(e: StoreError) -> GateError {
+    tracing::debug!(error = %e, "store error: failing closed");
+    GateError::StoreUnavailable
+}
+
+async fn read_limited(body: Incoming, limit: usize) -> Result<bytes::Bytes, GateError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GateError::PayloadTooLarge)
+        }
+        Err(_) => Err(GateError::BadRequest("request body could not be read")),
+    }
+}
+
+/// The dashboard's HttpOnly cookies never reach a browser without a session
+/// to hold them.
+fn strip_http_only(headers: &mut HeaderMap) {
+    let mut dropped = Vault::default();
+    dropped.absorb(headers, "/", 0);
+}
+
+/// The dashboard may not set gatehouse's own cookies.
+fn strip_own_set_cookies(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if values
+        .iter()
+        .any(|v| v.as_bytes().starts_with(OWN_PREFIX.as_bytes()))
+    {
+        headers.remove(header::SET_COOKIE);
+        for v in values
+            .into_iter()
+            .filter(|v| !v.as_bytes().starts_with(OWN_PREFIX.as_bytes()))
+        {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn headers_user_agent(h: &HeaderMap) -> String {
+    h.get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect())
+        .unwrap_or_default()
+}
+
+fn wants_json(h: &HeaderMap) -> bool {
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// The local path and query the browser asked for (for return-to).
+fn local_target(facts: &Facts) -> String {
+    let t = match &facts.query {
+        Some(q) => format!("{}?{q}", facts.path),
+        None => facts.path.clone(),
+    };
+    login::safe_return_to(&t)
+}
+
+/// A Location from the dashboard made local: same-host absolute URLs become
+/// paths, anything off-site becomes "/".
+fn local_location(location: &str, host: &str) -> String {
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = location.strip_prefix(scheme) {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if host_without_port(authority) == host_without_port(host) {
+                return login::safe_return_to(if path.is_empty() { "/" } else { path });
+            }
+            return "/".to_string();
+        }
+    }
+    login::safe_return_to(location)
+}
+
+fn redirect(status: StatusCode, to: &str) -> Response<Body> {
+    let mut r = Response::new(proxy::empty());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// The authority the client addressed. HTTP/1.1 must carry exactly one Host;
@@ -212,7 +840,7 @@ pub(crate) fn host_without_port(host: &str) -> String {
                 host
             }
         })
-        .to_string()
+        .to_ascii_lowercase()
 }
 
 /// The path and query forwarded upstream: exactly what the stages checked.
@@ -250,5 +878,19 @@ mod tests {
         );
         assert_eq!(host_without_port("[::1]:8443"), "::1");
         assert_eq!(host_without_port("dash.example.com"), "dash.example.com");
+    }
+
+    #[test]
+    fn dashboard_redirects_stay_on_this_host() {
+        assert_eq!(
+            local_location("https://pbx.example.com:8443/home", "pbx.example.com:8443"),
+            "/home"
+        );
+        assert_eq!(
+            local_location("https://evil.example/x", "pbx.example.com"),
+            "/"
+        );
+        assert_eq!(local_location("//evil.example/x", "pbx.example.com"), "/");
+        assert_eq!(local_location("/calls", "pbx.example.com"), "/calls");
     }
 }

@@ -2,6 +2,8 @@
 //! dashboard. See DESIGN.md for the path of a request; `gate.rs` strings the
 //! stages together.
 
+pub mod audit;
+pub mod auth;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
@@ -11,12 +13,14 @@ pub mod gate;
 pub mod listener;
 pub mod pages;
 pub mod proxy;
+pub mod session;
 pub mod store;
 pub mod tls;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::validate::Settings;
 use crate::gate::{Gate, Live, LiveError};
+use crate::session::vault::VaultedNames;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +33,8 @@ pub enum StartError {
     Live(#[from] LiveError),
     #[error("{0}")]
     Bind(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Entry point used by the binary and by tests (which start gateways
@@ -36,6 +42,7 @@ pub enum StartError {
 pub struct Gateway {
     settings: Settings,
     clock: SharedClock,
+    store: Option<Arc<dyn store::Store>>,
 }
 
 impl Gateway {
@@ -43,7 +50,15 @@ impl Gateway {
         Self {
             settings,
             clock: Arc::new(SystemClock),
+            store: None,
         }
+    }
+
+    /// Share an already open store (several in-process gateways on one
+    /// embedded file, as several processes share one Redis).
+    pub fn with_store(mut self, store: Arc<dyn store::Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Use another clock (tests move time instead of sleeping).
@@ -64,10 +79,17 @@ impl Gateway {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let redirect_addr = bound.redirect.as_ref().and_then(|l| l.local_addr().ok());
-        let live = Live::build(self.settings)?;
+        let store = match self.store {
+            Some(s) => s,
+            None => store::open(&self.settings.store).await?,
+        };
+        let vaulted = VaultedNames::new(&self.settings.login.session_cookies);
+        let live = Live::build(self.settings, &store)?;
         let gate = Arc::new(Gate {
             live: ArcSwap::from_pointee(live),
+            store,
             clock: self.clock,
+            vaulted,
         });
         let serving = listener::serve(gate.clone(), bound);
         Ok(Handle {
@@ -101,6 +123,16 @@ impl Handle {
         self.redirect_addr
     }
 
+    /// The store this gateway uses (tests and the admin operations).
+    pub fn store(&self) -> Arc<dyn store::Store> {
+        self.gate.store.clone()
+    }
+
+    /// The session operations (log out all, per user) for admin code and tests.
+    pub fn live(&self) -> Arc<Live> {
+        self.gate.live.load_full()
+    }
+
     pub fn settings(&self) -> Arc<Settings> {
         self.gate.live.load().settings.clone()
     }
@@ -115,7 +147,13 @@ impl Handle {
         {
             tracing::warn!("listen addresses changed: restart gatehouse to apply them");
         }
-        let live = Live::build(settings)?;
+        if old.settings.store != settings.store {
+            tracing::warn!("store settings changed: restart gatehouse to apply them");
+        }
+        self.gate
+            .vaulted
+            .learn(settings.login.session_cookies.iter().map(String::as_str));
+        let live = Live::build(settings, &self.gate.store)?;
         self.gate.live.store(Arc::new(live));
         Ok(())
     }

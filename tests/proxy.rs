@@ -27,6 +27,12 @@ async fn demo_dashboard(big: u64) -> Dashboard {
     .expect("dashboard")
 }
 
+/// A gateway config whose `/pub/` is reachable without signing in (the
+/// recording upstream has no login of its own).
+fn public() -> Config {
+    Config::default().rest("[login]\nanonymous_paths = [\"/login\", \"/pub/\"]")
+}
+
 /// Sign in through the gateway; returns the Cookie header the browser would send.
 async fn sign_in(client: &Client, addr: std::net::SocketAddr, user: &str, pass: &str) -> String {
     let form = format!("username={}&password={}", urlencode(user), urlencode(pass));
@@ -341,8 +347,8 @@ async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn x_forwarded_for_from_untrusted_peer_is_replaced() {
     let up = Recorder::start().await;
-    let gw = TestGateway::start(&Config::default(), &up.url()).await;
-    let req = Request::get("/x")
+    let gw = TestGateway::start(&public(), &up.url()).await;
+    let req = Request::get("/pub/x")
         .header("x-forwarded-for", "203.0.113.9")
         .header("x-real-ip", "203.0.113.9")
         .header("forwarded", "for=203.0.113.9")
@@ -377,11 +383,11 @@ async fn x_forwarded_for_from_untrusted_peer_is_replaced() {
 async fn trusted_proxy_makes_rightmost_untrusted_address_the_client() {
     let up = Recorder::start().await;
     let gw = TestGateway::start(
-        &Config::default().server("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]"),
+        &public().server("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]"),
         &up.url(),
     )
     .await;
-    let req = Request::get("/x")
+    let req = Request::get("/pub/x")
         .header("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.0.0.9")
         .body(Full::new(Bytes::new()))
         .expect("req");
@@ -398,12 +404,8 @@ async fn trusted_proxy_makes_rightmost_untrusted_address_the_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_down_gives_502_slow_gives_504_and_the_gateway_keeps_serving() {
     let closed_port = free_port();
-    let down = TestGateway::start(
-        &Config::default(),
-        &format!("http://127.0.0.1:{closed_port}"),
-    )
-    .await;
-    let resp = down.client().get(down.addr(), "/").await;
+    let down = TestGateway::start(&public(), &format!("http://127.0.0.1:{closed_port}")).await;
+    let resp = down.client().get(down.addr(), "/pub/").await;
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
     assert!(
         resp.text().contains("dashboard is unavailable"),
@@ -416,16 +418,12 @@ async fn upstream_down_gives_502_slow_gives_504_and_the_gateway_keeps_serving() 
     );
 
     let up = Recorder::start().await;
-    let gw = TestGateway::start(
-        &Config::default().upstream("response_timeout = \"1s\""),
-        &up.url(),
-    )
-    .await;
+    let gw = TestGateway::start(&public().upstream("response_timeout = \"1s\""), &up.url()).await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
-        let resp = gw.client().send(gw.addr(), version, get("/slow")).await;
+        let resp = gw.client().send(gw.addr(), version, get("/pub/slow")).await;
         assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{version:?}");
         assert!(resp.text().contains("not answering"));
-        let ok = gw.client().send(gw.addr(), version, get("/fine")).await;
+        let ok = gw.client().send(gw.addr(), version, get("/pub/fine")).await;
         assert_eq!(ok.status, StatusCode::OK);
     }
 }
@@ -459,7 +457,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
     let up = Recorder::start().await;
     let dir = TestDir::new();
     let port = free_port();
-    let config_path = dir.write_config(&Config::default(), &up.url(), &format!("127.0.0.1:{port}"));
+    let config_path = dir.write_config(&public(), &up.url(), &format!("127.0.0.1:{port}"));
     let mut gw = Proc::spawn(
         &["run", "--config", config_path.to_str().expect("path")],
         dir.path(),
@@ -486,7 +484,10 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
     let old_tls = both.connect(addr, "localhost", &[b"http/1.1"]).await;
     assert_eq!(leaf(&old_tls), pem_der(&dir.cert.cert));
     let mut old_conn = support::gateway::Conn::over(old_tls, Version::HTTP_11).await;
-    assert_eq!(old_conn.send(get("/before")).await.status, StatusCode::OK);
+    assert_eq!(
+        old_conn.send(get("/pub/before")).await.status,
+        StatusCode::OK
+    );
 
     std::fs::write(dir.path().join("cert.pem"), &new_cert.cert).expect("write");
     std::fs::write(dir.path().join("key.pem"), &new_cert.key).expect("write");
@@ -504,7 +505,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
         "new connection still gets the old certificate"
     );
     assert_eq!(
-        old_conn.send(get("/after")).await.status,
+        old_conn.send(get("/pub/after")).await.status,
         StatusCode::OK,
         "open connection broke on reload"
     );
@@ -518,7 +519,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
         "{:?}",
         gw.log
     );
-    let still = both.send(addr, Version::HTTP_11, get("/still")).await;
+    let still = both.send(addr, Version::HTTP_11, get("/pub/still")).await;
     assert_eq!(still.status, StatusCode::OK);
 
     gw.signal("TERM");

@@ -17,6 +17,9 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub store: RawStore,
     pub logging: RawLogging,
+    pub login: RawLogin,
+    pub session: RawSession,
+    pub lockout: RawLockout,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -204,6 +207,140 @@ impl Default for RawLogging {
             format: "text".into(),
             level: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// `[login]`: how the dashboard's own login looks, so gatehouse can watch it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLogin {
+    /// Path of the login form's POST target.
+    pub path: String,
+    /// Field holding the username: a form field name, or a JSON pointer
+    /// (starting with "/", e.g. "/user/name") for JSON logins.
+    pub username_field: String,
+    /// Field holding the password (form field or JSON pointer). Only read to
+    /// re-check a password during 2FA enrollment; never stored or logged.
+    pub password_field: String,
+    /// What a successful login answer looks like.
+    pub success: RawLoginSuccess,
+    /// Requests to these paths end the gatehouse session after forwarding.
+    pub logout_paths: Vec<String>,
+    /// Path prefixes reachable without a gatehouse session (login page, assets).
+    pub anonymous_paths: Vec<String>,
+    /// Names of the dashboard's session cookies. gatehouse also learns every
+    /// HttpOnly cookie the dashboard sets; listing them here makes several
+    /// gateways strip them from the first request on.
+    pub session_cookies: Vec<String>,
+}
+
+impl Default for RawLogin {
+    fn default() -> Self {
+        Self {
+            path: "/login".into(),
+            username_field: "username".into(),
+            password_field: "password".into(),
+            success: RawLoginSuccess::default(),
+            logout_paths: vec!["/logout".into()],
+            anonymous_paths: vec!["/login".into(), "/static/".into()],
+            session_cookies: Vec::new(),
+        }
+    }
+}
+
+/// `[login.success]`: every condition given must hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLoginSuccess {
+    /// Status codes of a successful login answer.
+    pub status: Vec<u16>,
+    /// A redirect whose Location path starts with this means failure
+    /// (dashboards that redirect back to the form). Empty = not used.
+    pub location_not: String,
+    /// A cookie the answer must set. Empty = not used.
+    pub set_cookie: String,
+}
+
+impl Default for RawLoginSuccess {
+    fn default() -> Self {
+        Self {
+            status: vec![302, 303],
+            location_not: "/login".into(),
+            set_cookie: String::new(),
+        }
+    }
+}
+
+/// `[session]`: how long a sign-in lasts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    /// A session ends this long after sign-in, whatever happens.
+    pub absolute_timeout: Dur,
+    /// A session ends after this long without a request, or "disabled".
+    pub idle_timeout: OptDuration,
+    /// Cookie without Max-Age: the session ends when the browser closes.
+    pub expire_on_browser_close: bool,
+    /// One session per user: the newest sign-in wins; older browsers see
+    /// "you signed in elsewhere".
+    pub prevent_concurrent: bool,
+    /// Client classes with their own session length, matched in order; a
+    /// request matching none is "web".
+    pub class: Vec<RawClientClass>,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            absolute_timeout: Dur(Duration::from_secs(24 * 3600)),
+            idle_timeout: OptDuration(None),
+            expire_on_browser_close: false,
+            prevent_concurrent: true,
+            class: Vec::new(),
+        }
+    }
+}
+
+/// `[[session.class]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientClass {
+    /// "mobile" or "desktop".
+    pub name: String,
+    /// Substrings of the User-Agent that identify the class.
+    #[serde(default)]
+    pub user_agent: Vec<String>,
+    /// Path prefixes that identify the class (e.g. an app's API).
+    #[serde(default)]
+    pub path_prefixes: Vec<String>,
+    /// The class's own absolute timeout; "disabled" = the session's.
+    #[serde(default)]
+    pub expire_after: OptDuration,
+}
+
+/// `[lockout]`: failed sign-ins.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLockout {
+    /// Consecutive failures (passwords and 2FA codes together) that lock a username.
+    pub max_failures: u32,
+    /// How long a username stays locked.
+    pub lock_for: Dur,
+    /// Failed attempts from one client address, across usernames, before
+    /// that address is throttled (password spraying).
+    pub ip_max_failures: u32,
+    /// The window for `ip_max_failures`.
+    pub ip_window: Dur,
+}
+
+impl Default for RawLockout {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            lock_for: Dur(Duration::from_secs(15 * 60)),
+            ip_max_failures: 20,
+            ip_window: Dur(Duration::from_secs(15 * 60)),
         }
     }
 }

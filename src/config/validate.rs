@@ -18,6 +18,9 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub store: crate::store::StoreSettings,
     pub logging: RawLogging,
+    pub login: crate::auth::login::LoginSettings,
+    pub session: crate::session::SessionRules,
+    pub lockout: crate::auth::lockout::LockoutSettings,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
     pub source: Option<PathBuf>,
 }
@@ -131,7 +134,9 @@ fn env_provider() -> Env {
 fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, ConfigError> {
     let mut issues = Vec::new();
     let mut raw = RawConfig::default();
-    const SECTIONS: &[&str] = &["server", "upstream", "store", "logging"];
+    const SECTIONS: &[&str] = &[
+        "server", "upstream", "store", "logging", "login", "session", "lockout",
+    ];
 
     match figment.extract::<figment::value::Dict>() {
         Ok(top) => {
@@ -164,6 +169,9 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("upstream", upstream);
     section!("store", store);
     section!("logging", logging);
+    section!("login", login);
+    section!("session", session);
+    section!("lockout", lockout);
 
     // A section that did not parse was replaced by defaults: checking those
     // would only add noise to the real error.
@@ -285,7 +293,13 @@ fn validate(
             "not a valid filter; use e.g. \"info\" or \"gatehouse=debug,info\"",
         ));
     }
+    let login = validate_login(&raw.login, issues);
+    let session = validate_session(&raw.session, issues);
+    let lockout = validate_lockout(&raw.lockout, issues);
     Some(Settings {
+        login,
+        session,
+        lockout,
         server: ServerSettings {
             listen,
             redirect_http,
@@ -303,6 +317,146 @@ fn validate(
         logging: raw.logging,
         source: None,
     })
+}
+
+fn check_path(key: &str, p: &str, issues: &mut Vec<ConfigIssue>) {
+    if !p.starts_with('/') || p.contains(['?', '#', '\\', ' ']) || p.contains("//") {
+        issues.push(ConfigIssue::new(
+            key,
+            format!("{p:?} must be a plain path starting with \"/\""),
+        ));
+    }
+}
+
+fn validate_login(
+    l: &super::raw::RawLogin,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::auth::login::LoginSettings {
+    check_path("login.path", &l.path, issues);
+    for (i, p) in l.logout_paths.iter().enumerate() {
+        check_path(&format!("login.logout_paths[{i}]"), p, issues);
+    }
+    for (i, p) in l.anonymous_paths.iter().enumerate() {
+        check_path(&format!("login.anonymous_paths[{i}]"), p, issues);
+        if p == "/" {
+            issues.push(ConfigIssue::new(
+                format!("login.anonymous_paths[{i}]"),
+                "\"/\" would make the whole dashboard reachable without signing in",
+            ));
+        }
+    }
+    for (key, v) in [
+        ("login.username_field", &l.username_field),
+        ("login.password_field", &l.password_field),
+    ] {
+        if v.trim().is_empty() {
+            issues.push(ConfigIssue::new(key, "must not be empty"));
+        }
+    }
+    if l.success.status.is_empty() {
+        issues.push(ConfigIssue::new(
+            "login.success.status",
+            "list at least one status code",
+        ));
+    }
+    for (i, s) in l.success.status.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            issues.push(ConfigIssue::new(
+                format!("login.success.status[{i}]"),
+                "not an HTTP status code",
+            ));
+        }
+    }
+    let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    crate::auth::login::LoginSettings {
+        path: l.path.clone(),
+        username_field: l.username_field.clone(),
+        password_field: l.password_field.clone(),
+        success_status: l.success.status.clone(),
+        location_not: opt(&l.success.location_not),
+        set_cookie: opt(&l.success.set_cookie),
+        logout_paths: l.logout_paths.clone(),
+        anonymous_paths: l.anonymous_paths.clone(),
+        session_cookies: l.session_cookies.clone(),
+    }
+}
+
+fn validate_session(
+    s: &super::raw::RawSession,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::session::SessionRules {
+    if s.absolute_timeout.0.is_zero() {
+        issues.push(ConfigIssue::new(
+            "session.absolute_timeout",
+            "must be longer than 0",
+        ));
+    }
+    if let Some(idle) = s.idle_timeout.0 {
+        if idle >= s.absolute_timeout.0 {
+            issues.push(ConfigIssue::new(
+                "session.idle_timeout",
+                "must be shorter than session.absolute_timeout (or \"disabled\")",
+            ));
+        }
+    }
+    let mut classes = Vec::new();
+    for (i, c) in s.class.iter().enumerate() {
+        if !matches!(c.name.as_str(), "mobile" | "desktop") {
+            issues.push(ConfigIssue::new(
+                format!("session.class[{i}].name"),
+                "must be \"mobile\" or \"desktop\"",
+            ));
+        }
+        if c.user_agent.is_empty() && c.path_prefixes.is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("session.class[{i}]"),
+                "set user_agent or path_prefixes, or the class never matches",
+            ));
+        }
+        classes.push(crate::session::rules::ClientClass {
+            name: c.name.clone(),
+            user_agent: c.user_agent.clone(),
+            path_prefixes: c.path_prefixes.clone(),
+            expire_after: c.expire_after.0,
+        });
+    }
+    crate::session::SessionRules {
+        absolute_timeout: s.absolute_timeout.0,
+        idle_timeout: s.idle_timeout.0,
+        expire_on_browser_close: s.expire_on_browser_close,
+        prevent_concurrent: s.prevent_concurrent,
+        classes,
+    }
+}
+
+fn validate_lockout(
+    l: &super::raw::RawLockout,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::auth::lockout::LockoutSettings {
+    if l.max_failures == 0 {
+        issues.push(ConfigIssue::new(
+            "lockout.max_failures",
+            "must be at least 1",
+        ));
+    }
+    if l.ip_max_failures == 0 {
+        issues.push(ConfigIssue::new(
+            "lockout.ip_max_failures",
+            "must be at least 1",
+        ));
+    }
+    if l.lock_for.0.is_zero() {
+        issues.push(ConfigIssue::new(
+            "lockout.lock_for",
+            "must be longer than 0",
+        ));
+    }
+    crate::auth::lockout::LockoutSettings {
+        max_failures: l.max_failures,
+        lock_for: l.lock_for.0,
+        ip_max_failures: l.ip_max_failures,
+        ip_window: l.ip_window.0,
+    }
 }
 
 fn validate_limits(l: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {

@@ -102,6 +102,53 @@ pub fn error(brand: &str, page: ErrorPage<'_>) -> Response<Body> {
     html(page.status, layout(brand, page.title, &body))
 }
 
+/// Too many failed sign-ins. Deliberately identical for every username,
+/// known or not, locked or throttled (SECURITY-TESTS 37).
+pub fn locked(brand: &str) -> Response<Body> {
+    error(
+        brand,
+        ErrorPage {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            title: "Sign-in temporarily locked",
+            message: "There were too many failed sign-in attempts.",
+            advice: "Wait a while before trying again, or ask your administrator to unlock your account.",
+            reference: None,
+        },
+    )
+}
+
+/// Why the browser was signed out, with a way back in.
+pub fn signed_out(brand: &str, why: SignedOut, sign_in: &str) -> Response<Body> {
+    let (title, message) = match why {
+        SignedOut::Expired => (
+            "Your session expired",
+            "For your security you were signed out after a period of time.",
+        ),
+        SignedOut::Elsewhere => (
+            "You signed in elsewhere",
+            "Your account was signed in from another browser or device, so this session was closed.",
+        ),
+        SignedOut::Ended => (
+            "You were signed out",
+            "Your session was ended by an administrator or from another device.",
+        ),
+    };
+    let body = format!(
+        "<p>{}</p><p><a href=\"{}\">Sign in again</a> to continue where you were.</p>",
+        esc(message),
+        esc(sign_in)
+    );
+    html(StatusCode::UNAUTHORIZED, layout(brand, title, &body))
+}
+
+/// What a signed-out page explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedOut {
+    Expired,
+    Elsewhere,
+    Ended,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

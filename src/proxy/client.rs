@@ -74,6 +74,7 @@ impl Upstream {
         mut req: Request<Body>,
         fwd: Forward<'_>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        guard: Option<Guard>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let upgrade = headers::upgrade_protocol(req.headers());
         headers::strip_hop_by_hop(req.headers_mut());
@@ -111,7 +112,7 @@ impl Upstream {
             match client_upgrade {
                 Some(client_side) => {
                     let upstream_side = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(splice(client_side, upstream_side));
+                    tokio::spawn(splice(client_side, upstream_side, guard));
                 }
                 None => {
                     // An upstream switching protocols unasked would desync us.
@@ -127,7 +128,15 @@ impl Upstream {
     }
 }
 
-async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// A future that completes when a spliced connection must be closed (its
+/// session ended).
+pub type Guard = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+async fn splice(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: Option<Guard>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -137,8 +146,14 @@ async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     };
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "websocket connection ended with an error");
+    let guard = guard.unwrap_or_else(|| Box::pin(std::future::pending()));
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "websocket connection ended with an error");
+            }
+        }
+        _ = guard => tracing::debug!("websocket closed: its session ended"),
     }
 }
 

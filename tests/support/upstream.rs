@@ -104,11 +104,11 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         headers: parts.headers.clone(),
         body,
     });
-    if target.starts_with("/slow") {
+    if target.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let mut resp = Response::new(Full::new(Bytes::from(format!("upstream saw {target}"))));
-    if target.starts_with("/set-cookie") {
+    if target.contains("set-cookie") {
         let h = resp.headers_mut();
         h.append(
             "set-cookie",

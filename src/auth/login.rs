@@ -1,0 +1,249 @@
+//! Login interception: recognise a login attempt, read its username, judge
+//! the dashboard's answer. Pure functions over bytes and headers.
+
+use http::{header, HeaderMap, Method, StatusCode};
+
+/// The validated `[login]` section.
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    pub path: String,
+    pub username_field: String,
+    pub password_field: String,
+    pub success_status: Vec<u16>,
+    pub location_not: Option<String>,
+    pub set_cookie: Option<String>,
+    pub logout_paths: Vec<String>,
+    pub anonymous_paths: Vec<String>,
+    pub session_cookies: Vec<String>,
+}
+
+/// Longest username gatehouse accepts (keys and audit lines stay bounded).
+pub const MAX_USERNAME: usize = 256;
+
+impl LoginSettings {
+    /// Is this request a login attempt? Case and a trailing slash are
+    /// ignored so `/LOGIN` and `/login/` cannot slip past the interception
+    /// (SECURITY-TESTS 33); any method but GET/HEAD counts.
+    pub fn is_login(&self, method: &Method, path: &str) -> bool {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return false;
+        }
+        let norm = |p: &str| p.trim_end_matches('/').to_ascii_lowercase();
+        norm(path) == norm(&self.path)
+    }
+
+    pub fn is_logout(&self, path: &str) -> bool {
+        self.logout_paths.iter().any(|p| segment_prefix(path, p))
+    }
+
+    /// Reachable without a session: the login page and its assets.
+    pub fn is_anonymous(&self, path: &str) -> bool {
+        self.anonymous_paths.iter().any(|p| segment_prefix(path, p))
+    }
+
+    /// Did the dashboard accept the password? Every configured condition must hold.
+    pub fn succeeded(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        if !self.success_status.contains(&status.as_u16()) {
+            return false;
+        }
+        if let Some(bad) = &self.location_not {
+            let location = headers
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("");
+            if location_path(location).starts_with(bad.as_str()) {
+                return false;
+            }
+        }
+        if let Some(name) = &self.set_cookie {
+            let sets = headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| {
+                    v.split_once('=')
+                        .is_some_and(|(n, rest)| n.trim() == name && !rest.starts_with(';'))
+                });
+            if !sets {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A prefix match on whole segments: "/static/" matches "/static/x";
+/// "/login" matches "/login" and "/login/x" but not "/loginx".
+pub fn segment_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.ends_with('/') {
+        path.starts_with(prefix) || path == prefix.trim_end_matches('/')
+    } else {
+        path == prefix
+            || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+    }
+}
+
+/// The path of a Location value (absolute URLs included).
+fn location_path(location: &str) -> &str {
+    match location.find("://") {
+        Some(i) => {
+            let rest = &location[i + 3..];
+            rest.find('/').map_or("/", |j| &rest[j..])
+        }
+        None => location,
+    }
+}
+
+/// Read a field from a login body: form-encoded, or JSON when the field is
+/// a JSON pointer ("/user/name") or the body is JSON.
+pub fn field(content_type: &str, body: &[u8], field: &str) -> Option<String> {
+    let is_json = content_type.contains("json") || field.starts_with('/');
+    if is_json {
+        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let pointer = if field.starts_with('/') {
+            field.to_string()
+        } else {
+            format!("/{field}")
+        };
+        return v.pointer(&pointer)?.as_str().map(str::to_string);
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Usernames are compared trimmed and lower-cased everywhere. Control
+/// characters and overlong names are refused (they would only serve log
+/// injection or key bloat).
+pub fn normalise_username(raw: &str) -> Option<String> {
+    let u = raw.trim().to_lowercase();
+    let ok = !u.is_empty() && u.len() <= MAX_USERNAME && !u.chars().any(char::is_control);
+    ok.then_some(u)
+}
+
+/// The email domain of a username, for per-domain policy.
+pub fn email_domain(user: &str) -> Option<&str> {
+    user.rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+}
+
+/// A return-to target made safe: a local absolute path, never `//host`,
+/// `/\host`, a scheme, or anything with control characters or whitespace
+/// tricks (SECURITY-TESTS 21). Anything else becomes "/".
+pub fn safe_return_to(raw: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+    let candidates = [raw, decoded.as_ref()];
+    let ok = candidates.iter().all(|t| {
+        t.starts_with('/')
+            && !t.starts_with("//")
+            && !t.starts_with("/\\")
+            && !t.contains('\\')
+            && !t.chars().any(|c| c.is_control() || c.is_whitespace())
+            && !t.contains("/./\\")
+    }) && raw.len() <= 2048;
+    if ok {
+        raw.to_string()
+    } else {
+        "/".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn settings() -> LoginSettings {
+        LoginSettings {
+            path: "/login".into(),
+            username_field: "username".into(),
+            password_field: "password".into(),
+            success_status: vec![302, 303],
+            location_not: Some("/login".into()),
+            set_cookie: None,
+            logout_paths: vec!["/logout".into()],
+            anonymous_paths: vec!["/login".into(), "/static/".into()],
+            session_cookies: vec![],
+        }
+    }
+
+    #[test]
+    fn login_variants_are_all_intercepted() {
+        let s = settings();
+        for p in ["/login", "/LOGIN", "/login/", "/Login/"] {
+            assert!(s.is_login(&Method::POST, p), "{p}");
+        }
+        assert!(!s.is_login(&Method::GET, "/login"));
+        assert!(!s.is_login(&Method::POST, "/loginx"));
+    }
+
+    #[test]
+    fn success_needs_status_and_a_location_away_from_the_form() {
+        let s = settings();
+        let mut h = HeaderMap::new();
+        h.insert(header::LOCATION, HeaderValue::from_static("/"));
+        assert!(s.succeeded(StatusCode::FOUND, &h));
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://pbx.example.com/login?err=1"),
+        );
+        assert!(!s.succeeded(StatusCode::FOUND, &h));
+        assert!(!s.succeeded(StatusCode::OK, &HeaderMap::new()));
+    }
+
+    #[test]
+    fn usernames_come_from_forms_and_json_pointers() {
+        assert_eq!(
+            field(
+                "application/x-www-form-urlencoded",
+                b"username=Alice%40Example.com&password=x",
+                "username"
+            )
+            .as_deref(),
+            Some("Alice@Example.com")
+        );
+        assert_eq!(
+            field(
+                "application/json",
+                br#"{"user":{"name":"bob"}}"#,
+                "/user/name"
+            )
+            .as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            normalise_username("  Alice@Example.COM ").as_deref(),
+            Some("alice@example.com")
+        );
+        assert_eq!(normalise_username("a\r\nb"), None);
+    }
+
+    #[test]
+    fn return_to_only_allows_local_paths() {
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "/%09/evil.com",
+            "/./\\evil.com",
+            "https:evil.com",
+            "https://dash.example.com@evil.com",
+            "https://dash.example.com.evil.com",
+            "javascript:alert(1)",
+            "/%0d%0aSet-Cookie:%20x=y",
+            "/%2F%2Fevil.com",
+            "",
+        ] {
+            assert_eq!(safe_return_to(bad), "/", "{bad}");
+        }
+        assert_eq!(safe_return_to("/recordings/?page=2"), "/recordings/?page=2");
+    }
+
+    #[test]
+    fn segment_prefixes_do_not_match_longer_names() {
+        assert!(segment_prefix("/static/a.css", "/static/"));
+        assert!(segment_prefix("/login", "/login"));
+        assert!(!segment_prefix("/loginx", "/login"));
+        assert!(!segment_prefix("/staticx", "/static/"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Sessions: who is signed in, since when, with which dashboard cookies.
+//! `rules` decides (pure), `Sessions` keeps records in the store.
+
+pub mod cookie;
+pub mod record;
+pub mod rules;
+pub mod vault;
+
+pub use cookie::SessionId;
+pub use record::{EndReason, SecondFactor, SessionRecord, SessionState};
+pub use rules::{SessionRules, Verdict};
+
+use crate::store::{Key, KeyPrefix, Store, StoreError};
+use std::sync::Arc;
+use vault::Vault;
+
+/// A session read from the store, with the version it was read at.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Hex SHA-256 of the id: the store key, and (shortened) its public reference.
+    pub digest: String,
+    pub record: SessionRecord,
+    pub version: u64,
+}
+
+/// The outcome of looking up the browser's session cookie.
+#[derive(Debug)]
+pub enum Lookup {
+    None,
+    Live(Box<Session>),
+    Ended(EndReason),
+}
+
+/// Session records in the store, and the rules that end them.
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    pub rules: SessionRules,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, rules: SessionRules) -> Self {
+        Self { store, rules }
+    }
+
+    /// One store round trip: the record and the log-out-all epoch together.
+    /// A live session whose idle clock needs refreshing is refreshed here.
+    pub async fn lookup(&self, id: &SessionId, now_ms: u64) -> Result<Lookup, StoreError> {
+        let digest = id.digest();
+        let keys = [Key::Session(digest.clone()), Key::EpochGlobal];
+        let mut got = self.store.get_many(&keys).await?.into_iter();
+        let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
+            return Ok(Lookup::None);
+        };
+        let record: SessionRecord = serde_json::from_slice(&rec.value)
+            .map_err(|_| StoreError::Corrupt("undecodable session record".into()))?;
+        let epoch_ms = epoch
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.trim().parse().ok())
+            .unwrap_or(0);
+        let mut session = Session {
+            digest,
+            record,
+            version: rec.version,
+        };
+        match self.rules.judge(&session.record, epoch_ms, now_ms) {
+            Verdict::Valid { touch } => {
+                if touch {
+                    session.record.last_seen_ms = now_ms;
+                    self.save(&mut session, now_ms).await?;
+                }
+                Ok(Lookup::Live(Box::new(session)))
+            }
+            Verdict::Ended(reason) => {
+                if !matches!(session.record.state, SessionState::Ended(_)) {
+                    self.end(&session.digest, session.record.user.as_deref(), reason)
+                        .await?;
+                }
+                Ok(Lookup::Ended(reason))
+            }
+        }
+    }
+
+    /// Store a new session under a fresh id (never reusing an id the browser
+    /// had: SECURITY-TESTS 31). `replacing` is removed.
+    pub async fn start(
+        &self,
+        record: SessionRecord,
+        now_ms: u64,
+        replacing: Option<&Session>,
+    ) -> Result<(SessionId, Session), StoreError> {
+        let id = SessionId::generate();
+        let digest = id.digest();
+        let ttl = self.rules.ttl(&record, now_ms);
+        if !self
+            .store
+            .create_json(&Key::Session(digest.clone()), &record, Some(ttl))
+            .await?
+        {
+            return Err(StoreError::Corrupt("session id collision".into()));
+        }
+        if let Some(user) = &record.user {
+            self.store
+                .set_add(&Key::UserSessions(user.clone()), &digest)
+                .await?;
+        }
+        if let Some(old) = replacing {
+            self.store.delete(&Key::Session(old.digest.clone())).await?;
+            if let Some(user) = &old.record.user {
+                self.store
+                    .set_remove(&Key::UserSessions(user.clone()), &old.digest)
+                    .await?;
+            }
+        }
+        let session = Session {
+            digest,
+            record,
+            version: 1,
+        };
+        Ok((id, session))
+    }
+
+    /// Write back a changed record (vault, last_seen). Compare-and-set on
+    /// the version read, so a concurrent end (logout, revoke) is never undone.
+    pub async fn save(&self, session: &mut Session, now_ms: u64) -> Result<bool, StoreError> {
+        let ttl = self.rules.ttl(&session.record, now_ms);
+        let key = Key::Session(session.digest.clone());
+        let ok = self
+            .store
+            .cas_json(&key, Some(session.version), &session.record, Some(ttl))
+            .await?;
+        if ok {
+            session.version += 1;
+        }
+        Ok(ok)
+    }
+
+    /// End one session: a tombstone tells its browser why, for a while.
+    pub async fn end(
+        &self,
+        digest: &str,
+        user: Option<&str>,
+        reason: EndReason,
+    ) -> Result<(), StoreError> {
+        let key = Key::Session(digest.to_string());
+        if let Some(current) = self.store.get_json::<SessionRecord>(&key).await? {
+            let mut tomb = current.value;
+            tomb.state = SessionState::Ended(reason);
+            tomb.vault = Vault::default();
+            tomb.pending_seed = None;
+            self.store
+                .put_json(&key, &tomb, Some(rules::TOMBSTONE_LIFETIME))
+                .await?;
+        }
+        if let Some(user) = user {
+            self.store
+                .set_remove(&Key::UserSessions(user.to_string()), digest)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// End every session of `user` except `keep` (a digest, or "" for all).
+    pub async fn end_user_sessions(
+        &self,
+        user: &str,
+        keep: &str,
+        reason: EndReason,
+    ) -> Result<usize, StoreError> {
+        let members = self
+            .store
+            .set_members(&Key::UserSessions(user.to_string()))
+            .await?;
+        let mut ended = 0;
+        for digest in members.iter().filter(|d| d.as_str() != keep) {
+            self.end(digest, Some(user), reason).await?;
+            ended += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Log out all users at once: O(1), every session created before now dies.
+    pub async fn logout_all(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.store
+            .put(&Key::EpochGlobal, now_ms.to_string().into(), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Every stored session (admin views; walks the keyspace).
+    pub async fn all(&self) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.store.scan_prefix(&KeyPrefix::Sessions).await? {
+            if let Key::Session(digest) = &key {
+                if let Some(v) = self.store.get_json::<SessionRecord>(&key).await? {
+                    out.push(Session {
+                        digest: digest.clone(),
+                        record: v.value,
+                        version: v.version,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live sessions of one user.
+    pub async fn of_user(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        for digest in self
+            .store
+            .set_members(&Key::UserSessions(user.to_string()))
+            .await?
+        {
+            let key = Key::Session(digest.clone());
+            if let Some(v) = self.store.get_json::<SessionRecord>(&key).await? {
+                if !matches!(v.value.state, SessionState::Ended(_)) {
+                    out.push(Session {
+                        digest,
+                        record: v.value,
+                        version: v.version,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Still usable? (Checked periodically by open websockets so logout,
+    /// timeouts and log-out-all close them too.)
+    pub async fn still_live(&self, digest: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let keys = [Key::Session(digest.to_string()), Key::EpochGlobal];
+        let mut got = self.store.get_many(&keys).await?.into_iter();
+        let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
+            return Ok(false);
+        };
+        let Ok(record) = serde_json::from_slice::<SessionRecord>(&rec.value) else {
+            return Ok(false);
+        };
+        let epoch_ms = epoch
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(record.state == SessionState::Active
+            && matches!(
+                self.rules.judge(&record, epoch_ms, now_ms),
+                Verdict::Valid { .. }
+            ))
+    }
+}

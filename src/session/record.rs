@@ -1,0 +1,91 @@
+//! What gatehouse remembers about one sign-in.
+
+use super::vault::Vault;
+use serde::{Deserialize, Serialize};
+
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Before sign-in: only holds cookies the login page set (CSRF, PHP session).
+    Anonymous,
+    /// The dashboard accepted the password; the second factor is pending.
+    PasswordOk,
+    /// Fully signed in.
+    Active,
+    /// A tombstone kept briefly so the browser is told why it was signed out.
+    Ended(EndReason),
+}
+
+/// Why a session ended (audit lines and the page the browser sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Logout,
+    Timeout,
+    Idle,
+    /// The same user signed in elsewhere and concurrent sessions are prevented.
+    Replaced,
+    /// An admin (or the user) revoked it.
+    Revoked,
+    LogoutAll,
+    /// The user's second factor was reset.
+    TwoFactorReset,
+}
+
+impl EndReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::Logout => "logout",
+            EndReason::Timeout => "timeout",
+            EndReason::Idle => "idle",
+            EndReason::Replaced => "replaced",
+            EndReason::Revoked => "revoked",
+            EndReason::LogoutAll => "logout_all",
+            EndReason::TwoFactorReset => "two_factor_reset",
+        }
+    }
+}
+
+/// The second-factor step a `PasswordOk` session must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondFactor {
+    /// Enter a code from the enrolled authenticator.
+    Challenge,
+    /// No authenticator yet: enroll one first.
+    Enroll,
+}
+
+/// One session as stored (JSON) under its hashed id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Normalised username; `None` before sign-in.
+    pub user: Option<String>,
+    pub state: SessionState,
+    pub created_ms: u64,
+    pub last_seen_ms: u64,
+    /// "web", "mobile" or "desktop".
+    pub class: String,
+    pub client_ip: String,
+    pub country: Option<String>,
+    pub user_agent: String,
+    /// The dashboard's HttpOnly cookies, which never reach the browser.
+    pub vault: Vault,
+    /// Secret for this session's form tokens.
+    pub csrf: String,
+    /// Where to go once the second factor is passed.
+    pub return_to: Option<String>,
+    /// Pending second factor while `PasswordOk`.
+    #[serde(default)]
+    pub second_factor: Option<SecondFactor>,
+    /// A sealed TOTP seed being enrolled (not yet confirmed).
+    #[serde(default)]
+    pub pending_seed: Option<Vec<u8>>,
+}
+
+impl SessionRecord {
+    pub fn is_signed_in(&self) -> bool {
+        self.state == SessionState::Active
+    }
+}

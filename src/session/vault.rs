@@ -1,0 +1,268 @@
+//! The cookie vault: the dashboard's HttpOnly cookies stay on the server,
+//! inside the gatehouse session, and are added to forwarded requests only
+//! while that session is usable. So the dashboard's session lives exactly as
+//! long as gatehouse's, and ending a gatehouse session really ends access.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+/// Cookies held for one session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vault {
+    cookies: Vec<VaultCookie>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct VaultCookie {
+    name: String,
+    value: String,
+    path: String,
+    expires_ms: Option<u64>,
+}
+
+/// Most cookies one session may hold: a dashboard setting hundreds would
+/// otherwise grow every session record without bound.
+const MAX_COOKIES: usize = 50;
+
+impl Vault {
+    /// Move every HttpOnly `Set-Cookie` of an upstream response into the vault
+    /// (honouring Path, Max-Age/Expires and deletion); the browser keeps
+    /// receiving cookies JavaScript may read. Returns the names vaulted, and
+    /// whether the vault changed.
+    pub fn absorb(
+        &mut self,
+        headers: &mut HeaderMap,
+        request_path: &str,
+        now_ms: u64,
+    ) -> (Vec<String>, bool) {
+        let mut keep = Vec::new();
+        let mut vaulted = Vec::new();
+        let mut changed = false;
+        for value in headers.get_all(header::SET_COOKIE) {
+            let parsed = value
+                .to_str()
+                .ok()
+                .and_then(|s| cookie::Cookie::parse(s.to_string()).ok());
+            let Some(c) = parsed.filter(|c| c.http_only() == Some(true)) else {
+                keep.push(value.clone());
+                continue;
+            };
+            vaulted.push(c.name().to_string());
+            let path = c
+                .path()
+                .filter(|p| p.starts_with('/'))
+                .map_or_else(|| default_path(request_path), str::to_string);
+            let expires_ms = expiry_ms(&c, now_ms);
+            let gone = expires_ms.is_some_and(|e| e <= now_ms);
+            let before = self.cookies.len();
+            self.cookies
+                .retain(|v| !(v.name == c.name() && v.path == path));
+            changed |= self.cookies.len() != before;
+            if !gone && self.cookies.len() < MAX_COOKIES {
+                self.cookies.push(VaultCookie {
+                    name: c.name().to_string(),
+                    value: c.value().to_string(),
+                    path,
+                    expires_ms,
+                });
+                changed = true;
+            }
+        }
+        if !vaulted.is_empty() {
+            headers.remove(header::SET_COOKIE);
+            for v in keep {
+                headers.append(header::SET_COOKIE, v);
+            }
+        }
+        (vaulted, changed)
+    }
+
+    /// `name=value` pairs to send upstream for `path` (RFC 6265 §5.1.4 path
+    /// match), skipping expired cookies.
+    pub fn pairs_for(&self, path: &str, now_ms: u64) -> Vec<(&str, &str)> {
+        self.cookies
+            .iter()
+            .filter(|c| c.expires_ms.is_none_or(|e| e > now_ms))
+            .filter(|c| path_matches(path, &c.path))
+            .map(|c| (c.name.as_str(), c.value.as_str()))
+            .collect()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.cookies.iter().map(|c| c.name.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cookies.is_empty()
+    }
+
+    /// Carry cookies over into a new session (sign-in keeps what the login
+    /// page set, then adds what the login answer set).
+    pub fn merged(mut self, newer: Vault) -> Vault {
+        for c in newer.cookies {
+            self.cookies
+                .retain(|v| !(v.name == c.name && v.path == c.path));
+            self.cookies.push(c);
+        }
+        self
+    }
+}
+
+/// Every cookie name that must never come from a browser: configured names
+/// plus every name the dashboard was ever seen to set HttpOnly.
+#[derive(Debug, Default)]
+pub struct VaultedNames {
+    names: RwLock<HashSet<String>>,
+}
+
+impl VaultedNames {
+    pub fn new(configured: &[String]) -> Self {
+        Self {
+            names: RwLock::new(configured.iter().cloned().collect()),
+        }
+    }
+
+    pub fn learn<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let new: Vec<&str> = {
+            let known = self.names.read().unwrap_or_else(|p| p.into_inner());
+            names.into_iter().filter(|n| !known.contains(*n)).collect()
+        };
+        if !new.is_empty() {
+            let mut known = self.names.write().unwrap_or_else(|p| p.into_inner());
+            known.extend(new.into_iter().map(str::to_string));
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+}
+
+/// Rebuild the request's Cookie header for the upstream: drop gatehouse's own
+/// cookies and every vaulted name the browser sent (a forged or stale
+/// dashboard session must not ride along), then add the vault's cookies.
+pub fn rewrite_request_cookies(
+    headers: &mut HeaderMap,
+    own_prefix: &str,
+    is_vaulted: &dyn Fn(&str) -> bool,
+    inject: &[(&str, &str)],
+) {
+    let mut out: Vec<String> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            if name.starts_with(own_prefix) || is_vaulted(name) {
+                continue;
+            }
+            out.push(pair.to_string());
+        }
+    }
+    out.extend(inject.iter().map(|(n, v)| format!("{n}={v}")));
+    headers.remove(header::COOKIE);
+    if !out.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&out.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// RFC 6265 §5.1.4.
+fn path_matches(request: &str, cookie: &str) -> bool {
+    request == cookie
+        || (request.starts_with(cookie)
+            && (cookie.ends_with('/') || request.as_bytes().get(cookie.len()) == Some(&b'/')))
+}
+
+/// RFC 6265 §5.1.4 default-path: the request path up to its last '/'.
+fn default_path(request_path: &str) -> String {
+    match request_path.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => request_path[..i].to_string(),
+    }
+}
+
+fn expiry_ms(c: &cookie::Cookie<'_>, now_ms: u64) -> Option<u64> {
+    if let Some(age) = c.max_age() {
+        let secs = age.whole_seconds();
+        return Some(if secs <= 0 {
+            0
+        } else {
+            now_ms.saturating_add(secs as u64 * 1000)
+        });
+    }
+    c.expires_datetime().map(|t| {
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        u64::try_from(ms).unwrap_or(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_cookies(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::SET_COOKIE, HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn http_only_cookies_are_vaulted_and_readable_ones_pass() {
+        let mut v = Vault::default();
+        let mut h = set_cookies(&["PBXSESSID=abc; Path=/; HttpOnly", "pbx_lang=en; Path=/"]);
+        let (names, changed) = v.absorb(&mut h, "/login", 0);
+        assert!(changed);
+        assert_eq!(names, vec!["PBXSESSID"]);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, vec!["pbx_lang=en; Path=/"]);
+        assert_eq!(v.pairs_for("/recordings/", 0), vec![("PBXSESSID", "abc")]);
+    }
+
+    #[test]
+    fn path_expiry_and_deletion_are_honoured() {
+        let mut v = Vault::default();
+        let mut h = set_cookies(&[
+            "A=1; Path=/admin; HttpOnly",
+            "B=2; Max-Age=10; HttpOnly; Path=/",
+        ]);
+        v.absorb(&mut h, "/", 1_000);
+        assert_eq!(v.pairs_for("/", 1_000), vec![("B", "2")]);
+        assert_eq!(v.pairs_for("/admin/x", 1_000), vec![("A", "1"), ("B", "2")]);
+        assert_eq!(v.pairs_for("/adminx", 1_000), vec![("B", "2")]);
+        assert_eq!(v.pairs_for("/", 11_000), vec![]);
+        let mut del = set_cookies(&["A=; Path=/admin; Max-Age=0; HttpOnly"]);
+        v.absorb(&mut del, "/", 2_000);
+        assert_eq!(v.pairs_for("/admin/x", 2_000), vec![("B", "2")]);
+    }
+
+    #[test]
+    fn forged_vaulted_names_and_gatehouse_cookies_never_reach_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-gatehouse=s; PBXSESSID=forged; pbx_lang=en"),
+        );
+        rewrite_request_cookies(
+            &mut h,
+            "__Host-gatehouse",
+            &|n| n == "PBXSESSID",
+            &[("PBXSESSID", "real")],
+        );
+        assert_eq!(
+            h.get(header::COOKIE).expect("cookie"),
+            "pbx_lang=en; PBXSESSID=real"
+        );
+    }
+}
