@@ -24,6 +24,8 @@ pub struct Config {
     pub upstream: String,
     /// Whole further sections (`[login]` …), appended verbatim.
     pub rest: String,
+    /// `store.url`; default an embedded file in the test directory.
+    pub store_url: Option<String>,
 }
 
 impl Config {
@@ -37,6 +39,10 @@ impl Config {
         self.upstream.push('\n');
         self
     }
+    pub fn store(mut self, url: &str) -> Self {
+        self.store_url = Some(url.to_string());
+        self
+    }
     pub fn rest(mut self, toml: &str) -> Self {
         self.rest.push_str(toml);
         self.rest.push('\n');
@@ -47,8 +53,11 @@ impl Config {
     pub fn render(&self, upstream_url: &str, listen: &str) -> String {
         format!(
             "[server]\nlisten = [\"{listen}\"]\n{}\n[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
-             [upstream]\nurl = \"{upstream_url}\"\n{}\n[store]\nurl = \"file:state.redb\"\nsecret_key_file = \"secret.key\"\n\n{}",
-            self.server, self.upstream, self.rest
+             [upstream]\nurl = \"{upstream_url}\"\n{}\n[store]\nurl = \"{}\"\nsecret_key_file = \"secret.key\"\n\n{}",
+            self.server,
+            self.upstream,
+            self.store_url.as_deref().unwrap_or("file:state.redb"),
+            self.rest
         )
     }
 }
@@ -102,12 +111,22 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: &Config, upstream_url: &str) -> Self {
+        Self::start_with_clock(config, upstream_url, None).await
+    }
+
+    /// A gateway whose timeouts follow `clock` (tests move time, never sleep).
+    pub async fn start_with_clock(
+        config: &Config,
+        upstream_url: &str,
+        clock: Option<gatehouse::clock::ManualClock>,
+    ) -> Self {
         let dir = TestDir::new();
         let settings = dir.settings(config, upstream_url);
-        let handle = Gateway::new(settings)
-            .start()
-            .await
-            .expect("gateway starts");
+        let mut gw = Gateway::new(settings);
+        if let Some(c) = clock {
+            gw = gw.with_clock(std::sync::Arc::new(c));
+        }
+        let handle = gw.start().await.expect("gateway starts");
         Self { handle, dir }
     }
 
@@ -303,4 +322,60 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     false
+}
+
+/// The gatehouse session cookie (`name=value`) a response set, if any.
+pub fn session_cookie(resp: &Resp) -> Option<String> {
+    resp.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("__Host-gatehouse=") && !v.starts_with("__Host-gatehouse=;"))
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_string)
+        .next()
+}
+
+/// Every cookie name a response sets.
+pub fn set_cookie_names(resp: &Resp) -> Vec<String> {
+    resp.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split('=').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A GET with a Cookie header (and optional extra headers).
+pub fn get_with(path: &str, cookie: &str, extra: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path);
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// A login form POST with optional cookie and extra headers.
+pub fn login_post(
+    user: &str,
+    pass: &str,
+    cookie: &str,
+    extra: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("username", user)
+        .append_pair("password", pass)
+        .finish();
+    let mut b = Request::post("/login").header("content-type", "application/x-www-form-urlencoded");
+    if !cookie.is_empty() {
+        b = b.header("cookie", cookie);
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(form))).expect("request")
 }

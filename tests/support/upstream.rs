@@ -24,8 +24,11 @@ pub struct Seen {
     pub body: Bytes,
 }
 
-/// Routes: `/slow…` waits 3 s before answering; `/set-cookie…` answers with
-/// cookies; everything else answers 200 `upstream saw <target>`.
+/// Routes: `POST /login` is a dashboard login (password [`PASSWORD`] →
+/// 302 to `/home` with an HttpOnly `APPSESSION` and a readable `theme`
+/// cookie; anything else → 200 form error); `…slow…` waits 3 s;
+/// `…set-cookie…` answers with cookies; everything else answers 200
+/// `upstream saw <target>`.
 pub struct Recorder {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -102,8 +105,11 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         method: parts.method.clone(),
         target: target.clone(),
         headers: parts.headers.clone(),
-        body,
+        body: body.clone(),
     });
+    if parts.method == Method::POST && target.starts_with("/login") {
+        return login(&body);
+    }
     if target.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -119,5 +125,29 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         h.append("set-cookie", "theme=dark; Path=/".parse().expect("cookie"));
     }
     *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+/// The password every user has on the recording upstream.
+pub const PASSWORD: &str = "right-pass";
+
+fn login(body: &[u8]) -> Response<Full<Bytes>> {
+    let ok = form_urlencoded::parse(body).any(|(k, v)| k == "password" && v == PASSWORD);
+    if !ok {
+        return Response::new(Full::new(Bytes::from_static(b"bad credentials")));
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert("location", "/home".parse().expect("location"));
+    h.append(
+        "set-cookie",
+        format!("APPSESSION=s{n}; Path=/; HttpOnly")
+            .parse()
+            .expect("cookie"),
+    );
+    h.append("set-cookie", "theme=dark; Path=/".parse().expect("cookie"));
     resp
 }
