@@ -3,4 +3,5 @@
 //! codes, `now`); storing state and counting failures for lockout happen
 //! around them.
 
+pub mod recovery;
 pub mod totp;
