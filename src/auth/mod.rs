@@ -1,6 +1,8 @@
 //! Authentication decisions: the dashboard's login as gatehouse watches it,
-//! lockout, and (in their own modules) the second factor. Nothing here
-//! touches sockets or renders HTML.
+//! lockout, and the second factor (TOTP per RFC 6238, recovery codes).
+//! Nothing here touches sockets or renders HTML.
 
 pub mod lockout;
 pub mod login;
+pub mod recovery;
+pub mod totp;
