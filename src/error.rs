@@ -15,6 +15,9 @@ pub enum GateError {
     Misdirected,
     #[error("access denied ({reason})")]
     AccessDenied { reason: String, reference: String },
+    /// A gatehouse form without this session's token, or from another site.
+    #[error("form refused (CSRF)")]
+    Forbidden,
     /// A session is required and there is none (non-browser clients).
     #[error("authentication required")]
     Unauthorized,
@@ -39,6 +42,7 @@ impl GateError {
             GateError::AccessDenied { .. } => StatusCode::FORBIDDEN,
             GateError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GateError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GateError::Forbidden => StatusCode::FORBIDDEN,
             GateError::NotFound => StatusCode::NOT_FOUND,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -68,6 +72,12 @@ impl GateError {
                 "Access from your network or country is not allowed for this area.",
                 "If you need access, contact your administrator and quote the reference below.",
                 Some(reference.as_str()),
+            ),
+            GateError::Forbidden => (
+                "Form expired",
+                "This form was sent from another site or has expired.",
+                "Go back, reload the page and try again.",
+                None,
             ),
             GateError::Unauthorized => (
                 "Sign-in required",

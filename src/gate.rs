@@ -5,15 +5,19 @@
 use crate::audit::Event;
 use crate::auth::lockout::{LockState, Lockout};
 use crate::auth::login;
+use crate::auth::two_factor::TwoFactor;
 use crate::client_ip::{self, ClientIp, TrustedProxies};
 use crate::clock::SharedClock;
 use crate::config::validate::Settings;
 use crate::error::GateError;
+use crate::own_pages;
 use crate::pages::{self, SignedOut};
 use crate::proxy::{self, Body, Upstream};
 use crate::session::cookie::{self as gh_cookie, SessionId, OWN_PREFIX};
 use crate::session::vault::{self, Vault, VaultedNames};
-use crate::session::{EndReason, Lookup, Session, SessionRecord, SessionState, Sessions};
+use crate::session::{
+    EndReason, Lookup, SecondFactor, Session, SessionRecord, SessionState, Sessions,
+};
 use crate::store::{Store, StoreError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -65,6 +69,8 @@ pub struct Gate {
     pub clock: SharedClock,
     /// Dashboard cookie names never accepted from a browser.
     pub vaulted: VaultedNames,
+    /// Authenticators and recovery codes (sealed in the store).
+    pub two_factor: TwoFactor,
 }
 
 /// What the listener knows about the connection a request came on.
@@ -164,12 +170,7 @@ impl Gate {
         facts.path = target.path().to_string();
         facts.query = target.query().map(str::to_string);
 
-        // 4. gatehouse's own pages are never forwarded.
-        if facts.path == "/.gatehouse" || facts.path.starts_with("/.gatehouse/") {
-            return Err(GateError::NotFound);
-        }
-
-        // 5. session: the browser's cookie → a stored session (one round trip).
+        // 4. session: the browser's cookie → a stored session (one round trip).
         let sid = gh_cookie::read_session(req.headers())
             .map_err(|_| GateError::BadRequest("duplicate session cookie"))?;
         let lookup = match &sid {
@@ -180,6 +181,22 @@ impl Gate {
                 .map_err(store_down)?,
             None => Lookup::None,
         };
+        if let Lookup::Live(s) = &lookup {
+            facts.user = s.record.user.clone();
+        }
+
+        // 5. gatehouse's own pages (2FA, account) are never forwarded.
+        if own_pages::is_own(&facts.path) {
+            let ctx = own_pages::Ctx {
+                gate: self,
+                live,
+                client: facts.client,
+                host: &facts.host,
+                now_ms: facts.now_ms,
+            };
+            let path = facts.path.clone();
+            return own_pages::handle(&ctx, req, &path, lookup).await;
+        }
 
         // 6. auth: login interception, then what the session allows.
         let login = &settings.login;
@@ -346,14 +363,39 @@ impl Gate {
             return Ok(resp);
         }
 
-        live.lockout
-            .record_success(&user)
+        // Which second factor, if any, this sign-in still needs.
+        let tf = &self.two_factor;
+        let profile = tf
+            .profile(&user)
             .await
-            .map_err(store_down)?;
+            .map_err(|_| GateError::StoreUnavailable)?;
+        let enrolled = tf
+            .is_enrolled(&user)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
+        let mode = settings
+            .two_factor
+            .mode_for(&user, profile.two_factor_required);
+        let step = settings
+            .two_factor
+            .next_step(mode, enrolled, facts.client.addr());
+        if step.is_none() {
+            live.lockout
+                .record_success(&user)
+                .await
+                .map_err(store_down)?;
+            tf.note_sign_in(&user, facts.now_ms)
+                .await
+                .map_err(|_| GateError::StoreUnavailable)?;
+        }
         let user_agent = headers_user_agent(&headers);
         let record = SessionRecord {
             user: Some(user.clone()),
-            state: SessionState::Active,
+            state: if step.is_some() {
+                SessionState::PasswordOk
+            } else {
+                SessionState::Active
+            },
             created_ms: facts.now_ms,
             last_seen_ms: facts.now_ms,
             class: live.sessions.rules.classify(&user_agent, &facts.path),
@@ -363,7 +405,7 @@ impl Gate {
             vault: prior_vault.merged(answer_vault),
             csrf: SessionId::generate().as_cookie_value().to_string(),
             return_to: return_to.clone(),
-            second_factor: None,
+            second_factor: step,
             pending_seed: None,
         };
         let (id, session) = live
@@ -371,6 +413,24 @@ impl Gate {
             .start(record, facts.now_ms, prior.as_ref())
             .await
             .map_err(store_down)?;
+        if let Some(step) = step {
+            // Password accepted, second factor pending: the dashboard's answer
+            // is not shown; only readable cookies of it pass on.
+            let mut e = audit("login_password_ok");
+            e.session = Some(gh_cookie::short_ref(&session.digest));
+            e.emit();
+            let to = match step {
+                SecondFactor::Challenge => own_pages::CHALLENGE,
+                SecondFactor::Enroll => own_pages::ENROLL,
+            };
+            let mut r = redirect(StatusCode::SEE_OTHER, to);
+            for v in resp.headers().get_all(header::SET_COOKIE) {
+                r.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+            r.headers_mut()
+                .append(header::SET_COOKIE, gh_cookie::set_session(&id, None));
+            return Ok(r);
+        }
         if live.sessions.rules.prevent_concurrent {
             live.sessions
                 .end_user_sessions(&user, &session.digest, EndReason::Replaced)

@@ -11,12 +11,14 @@ pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod listener;
+pub mod own_pages;
 pub mod pages;
 pub mod proxy;
 pub mod session;
 pub mod store;
 pub mod tls;
 
+use crate::auth::two_factor::TwoFactor;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::validate::Settings;
 use crate::gate::{Gate, Live, LiveError};
@@ -35,6 +37,8 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("store.secret_key_file: {0}")]
+    SecretKey(#[from] crate::store::SealError),
 }
 
 /// Entry point used by the binary and by tests (which start gateways
@@ -83,6 +87,10 @@ impl Gateway {
             Some(s) => s,
             None => store::open(&self.settings.store).await?,
         };
+        let sealer = Arc::new(store::Sealer::load_or_create(
+            &self.settings.store.secret_key_file,
+        )?);
+        let two_factor = TwoFactor::new(store.clone(), sealer);
         let vaulted = VaultedNames::new(&self.settings.login.session_cookies);
         let live = Live::build(self.settings, &store)?;
         let gate = Arc::new(Gate {
@@ -90,6 +98,7 @@ impl Gateway {
             store,
             clock: self.clock,
             vaulted,
+            two_factor,
         });
         let serving = listener::serve(gate.clone(), bound);
         Ok(Handle {

@@ -33,6 +33,12 @@ fn public() -> Config {
     Config::default().rest("[login]\nanonymous_paths = [\"/login\", \"/pub/\"]")
 }
 
+/// The demo dashboard without gatehouse's second factor (these tests are
+/// about the proxy, not about 2FA).
+fn no_2fa() -> Config {
+    Config::default().rest("[two_factor]\nmode = \"off\"")
+}
+
 /// Sign in through the gateway; returns the Cookie header the browser would send.
 async fn sign_in(client: &Client, addr: std::net::SocketAddr, user: &str, pass: &str) -> String {
     let form = format!("username={}&password={}", urlencode(user), urlencode(pass));
@@ -155,7 +161,7 @@ fn tls11_client_hello() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_message_round_trips_through_the_gateway() {
     let dash = demo_dashboard(1024).await;
-    let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+    let gw = TestGateway::start(&no_2fa(), &dash.url()).await;
     let cookie = sign_in(&gw.client(), gw.addr(), "alice@example.com", "Alice-pass-1").await;
     let tls = gw
         .client()
@@ -251,11 +257,7 @@ async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
     let dash = demo_dashboard(SIZE).await;
     let dir = TestDir::new();
     let port = free_port();
-    let config_path = dir.write_config(
-        &Config::default(),
-        &dash.url(),
-        &format!("127.0.0.1:{port}"),
-    );
+    let config_path = dir.write_config(&no_2fa(), &dash.url(), &format!("127.0.0.1:{port}"));
     let mut gw = Proc::spawn(
         &["run", "--config", config_path.to_str().expect("path")],
         dir.path(),

@@ -44,7 +44,7 @@ impl Scenario {
         let up = Recorder::start().await;
         let clock = ManualClock::new();
         let config = backend.config(Config::default().rest(&format!(
-            "[login]\nsession_cookies = [\"APPSESSION\"]\n{extra}"
+            "[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]\n{extra}"
         )));
         let gw = TestGateway::start_with_clock(&config, &up.url(), Some(clock.clone())).await;
         Self {
@@ -349,7 +349,7 @@ async fn one_address_spraying_many_usernames_is_throttled(b: Backend) {
     let config = backend_cfg.config(
         Config::default()
             .server("trusted_proxies = [\"127.0.0.1\"]")
-            .rest("[lockout]\nip_max_failures = 5"),
+            .rest("[two_factor]\nmode = \"off\"\n[lockout]\nip_max_failures = 5"),
     );
     let gw = TestGateway::start(&config, &up.url()).await;
     let from = |ip: &'static str| [("x-forwarded-for", ip)];

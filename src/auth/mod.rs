@@ -6,3 +6,4 @@ pub mod lockout;
 pub mod login;
 pub mod recovery;
 pub mod totp;
+pub mod two_factor;

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub login: RawLogin,
     pub session: RawSession,
     pub lockout: RawLockout,
+    pub two_factor: RawTwoFactor,
+    pub policy: RawPolicy,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -343,4 +345,44 @@ impl Default for RawLockout {
             ip_window: Dur(Duration::from_secs(15 * 60)),
         }
     }
+}
+
+/// `[two_factor]`: TOTP after the dashboard accepted the password.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTwoFactor {
+    /// "off", "optional" (users may enroll), "required", or
+    /// "outside_trusted" (required unless the client is in trusted_networks).
+    pub mode: String,
+    /// Networks where "outside_trusted" asks for no code: IPs, CIDRs, ranges.
+    pub trusted_networks: Vec<String>,
+    /// The account's issuer name in authenticator apps.
+    pub issuer: String,
+}
+
+impl Default for RawTwoFactor {
+    fn default() -> Self {
+        Self {
+            mode: "required".into(),
+            trusted_networks: Vec::new(),
+            issuer: "gatehouse".into(),
+        }
+    }
+}
+
+/// `[policy]`: rules per email domain of the username.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicy {
+    pub domain: Vec<RawDomainPolicy>,
+}
+
+/// `[[policy.domain]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomainPolicy {
+    /// The part after "@", e.g. "example.com".
+    pub domain: String,
+    /// Overrides two_factor.mode for this domain's users.
+    pub two_factor: Option<String>,
 }

@@ -21,6 +21,7 @@ pub struct Settings {
     pub login: crate::auth::login::LoginSettings,
     pub session: crate::session::SessionRules,
     pub lockout: crate::auth::lockout::LockoutSettings,
+    pub two_factor: crate::auth::two_factor::TwoFactorSettings,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
     pub source: Option<PathBuf>,
 }
@@ -135,7 +136,15 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     let mut issues = Vec::new();
     let mut raw = RawConfig::default();
     const SECTIONS: &[&str] = &[
-        "server", "upstream", "store", "logging", "login", "session", "lockout",
+        "server",
+        "upstream",
+        "store",
+        "logging",
+        "login",
+        "session",
+        "lockout",
+        "two_factor",
+        "policy",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -172,6 +181,8 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("login", login);
     section!("session", session);
     section!("lockout", lockout);
+    section!("two_factor", two_factor);
+    section!("policy", policy);
 
     // A section that did not parse was replaced by defaults: checking those
     // would only add noise to the real error.
@@ -296,7 +307,9 @@ fn validate(
     let login = validate_login(&raw.login, issues);
     let session = validate_session(&raw.session, issues);
     let lockout = validate_lockout(&raw.lockout, issues);
+    let two_factor = validate_two_factor(&raw, issues);
     Some(Settings {
+        two_factor,
         login,
         session,
         lockout,
@@ -456,6 +469,69 @@ fn validate_lockout(
         lock_for: l.lock_for.0,
         ip_max_failures: l.ip_max_failures,
         ip_window: l.ip_window.0,
+    }
+}
+
+fn validate_two_factor(
+    raw: &RawConfig,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::auth::two_factor::TwoFactorSettings {
+    use crate::auth::two_factor::{Mode, TwoFactorSettings};
+    let t = &raw.two_factor;
+    let mode = Mode::parse(&t.mode).unwrap_or_else(|| {
+        issues.push(ConfigIssue::new(
+            "two_factor.mode",
+            "must be \"off\", \"optional\", \"required\" or \"outside_trusted\"",
+        ));
+        Mode::Required
+    });
+    let trusted_networks = t
+        .trusted_networks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| parse_net(n, &format!("two_factor.trusted_networks[{i}]"), issues))
+        .collect::<Vec<_>>();
+    if mode == Mode::OutsideTrusted && trusted_networks.is_empty() {
+        issues.push(ConfigIssue::new(
+            "two_factor.trusted_networks",
+            "\"outside_trusted\" needs at least one trusted network",
+        ));
+    }
+    if t.issuer.trim().is_empty() || t.issuer.contains(':') {
+        issues.push(ConfigIssue::new(
+            "two_factor.issuer",
+            "must be a non-empty name without \":\"",
+        ));
+    }
+    let mut domains = Vec::new();
+    for (i, d) in raw.policy.domain.iter().enumerate() {
+        let name = d.domain.trim().to_ascii_lowercase();
+        if name.is_empty() || name.contains(['@', '/', ' ']) {
+            issues.push(ConfigIssue::new(
+                format!("policy.domain[{i}].domain"),
+                "a domain such as \"example.com\"",
+            ));
+        }
+        let m = match d.two_factor.as_deref().map(Mode::parse) {
+            None => None,
+            Some(Some(m)) => Some(m),
+            Some(None) => {
+                issues.push(ConfigIssue::new(
+                    format!("policy.domain[{i}].two_factor"),
+                    "must be \"off\", \"optional\", \"required\" or \"outside_trusted\"",
+                ));
+                None
+            }
+        };
+        if let Some(m) = m {
+            domains.push((name, m));
+        }
+    }
+    TwoFactorSettings {
+        mode,
+        trusted_networks,
+        issuer: t.issuer.trim().to_string(),
+        domains,
     }
 }
 

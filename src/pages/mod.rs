@@ -1,6 +1,9 @@
 //! gatehouse's own pages: server-rendered, compiled in, every dynamic value
 //! escaped, no JavaScript needed. `pages` renders and never decides.
 
+pub mod qr;
+pub mod two_factor;
+
 use crate::proxy::{full, Body};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};

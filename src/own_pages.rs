@@ -1,0 +1,564 @@
+//! Stage 4 of the flow: gatehouse's own pages under `/.gatehouse/` — the
+//! second-factor challenge, enrollment and the account page. They are served
+//! by gatehouse itself and never forwarded. Decisions come from `auth` and
+//! `session`; HTML from `pages`; this module only wires a form to them.
+
+use crate::audit::Event;
+use crate::auth::lockout::LockState;
+use crate::auth::totp::{self, TotpError, TotpSecret};
+use crate::auth::two_factor::{CodeCheck, TwoFactorError};
+use crate::client_ip::ClientIp;
+use crate::error::GateError;
+use crate::gate::{Gate, Live};
+use crate::pages::{self, two_factor as view};
+use crate::proxy::{self, Body};
+use crate::session::cookie::{self as gh_cookie, SessionId};
+use crate::session::{EndReason, Lookup, SecondFactor, Session, SessionState};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub const PREFIX: &str = "/.gatehouse";
+pub const CHALLENGE: &str = "/.gatehouse/2fa";
+pub const ENROLL: &str = "/.gatehouse/2fa/enroll";
+pub const ACCOUNT: &str = "/.gatehouse/account";
+
+/// Is this path one of gatehouse's own?
+pub fn is_own(path: &str) -> bool {
+    path == PREFIX || path.starts_with("/.gatehouse/")
+}
+
+/// What the flow established before this stage.
+pub struct Ctx<'a> {
+    pub gate: &'a Gate,
+    pub live: &'a Arc<Live>,
+    pub client: ClientIp,
+    pub host: &'a str,
+    pub now_ms: u64,
+}
+
+impl Ctx<'_> {
+    fn brand(&self) -> &str {
+        &self.live.settings.server.brand
+    }
+    fn now_unix(&self) -> u64 {
+        self.now_ms / 1000
+    }
+    fn audit<'e>(&self, event: &'e str, user: &'e str, session: &'e Session) -> Event<'e> {
+        Event {
+            event,
+            user: Some(user),
+            ip: Some(self.client.to_string()),
+            session: Some(gh_cookie::short_ref(&session.digest)),
+            ..Event::default()
+        }
+    }
+}
+
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    path: &str,
+    lookup: Lookup,
+) -> Result<Response<Body>, GateError> {
+    let session = match lookup {
+        Lookup::Live(s) => Some(*s),
+        _ => None,
+    };
+    let Some(session) = session.filter(|s| s.record.user.is_some()) else {
+        // No signed-in (or half signed-in) session: start at the dashboard's login.
+        return match path {
+            CHALLENGE | ENROLL | ACCOUNT => Ok(see_other(&ctx.live.settings.login.path)),
+            _ => Err(GateError::NotFound),
+        };
+    };
+    let method = req.method().clone();
+    match (method, path) {
+        (Method::GET, CHALLENGE) => challenge_page(ctx, &session, None),
+        (Method::POST, CHALLENGE) => {
+            let form = read_form(ctx, req, &session).await?;
+            challenge_submit(ctx, session, &form).await
+        }
+        (Method::GET, ENROLL) => enroll_page(ctx, session, None).await,
+        (Method::POST, ENROLL) => {
+            let form = read_form(ctx, req, &session).await?;
+            enroll_submit(ctx, session, &form).await
+        }
+        (Method::GET, ACCOUNT) => account_page(ctx, &session, None, None).await,
+        (Method::POST, p) if p.starts_with("/.gatehouse/account/") => {
+            let action = p.trim_start_matches("/.gatehouse/account/").to_string();
+            let form = read_form(ctx, req, &session).await?;
+            account_action(ctx, session, &action, &form).await
+        }
+        (_, CHALLENGE | ENROLL | ACCOUNT) => Err(GateError::MethodNotAllowed),
+        _ => Err(GateError::NotFound),
+    }
+}
+
+fn challenge_page(
+    ctx: &Ctx<'_>,
+    s: &Session,
+    error: Option<&str>,
+) -> Result<Response<Body>, GateError> {
+    match (s.record.state, s.record.second_factor) {
+        (SessionState::PasswordOk, Some(SecondFactor::Challenge)) => {
+            Ok(view::challenge(ctx.brand(), &s.record.csrf, error))
+        }
+        (SessionState::PasswordOk, Some(SecondFactor::Enroll)) => Ok(see_other(ENROLL)),
+        _ => Ok(see_other("/")),
+    }
+}
+
+async fn challenge_submit(
+    ctx: &Ctx<'_>,
+    s: Session,
+    form: &HashMap<String, String>,
+) -> Result<Response<Body>, GateError> {
+    if !(s.record.state == SessionState::PasswordOk
+        && s.record.second_factor == Some(SecondFactor::Challenge))
+    {
+        return Ok(see_other("/"));
+    }
+    let user = s.record.user.clone().unwrap_or_default();
+    let ip = ctx.client.to_string();
+    if ctx.live.lockout.check(&user, &ip).await.map_err(store)? != LockState::Open {
+        return locked_out(ctx, &s, &user).await;
+    }
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    let check = ctx
+        .gate
+        .two_factor
+        .check(&user, code, ctx.now_unix())
+        .await
+        .map_err(two_factor)?;
+    match check {
+        CodeCheck::Accepted | CodeCheck::RecoveryCodeUsed { .. } => {
+            let event = if check == CodeCheck::Accepted {
+                "two_factor_ok"
+            } else {
+                "recovery_code_used"
+            };
+            ctx.audit(event, &user, &s).emit();
+            complete_sign_in(ctx, s, &user).await
+        }
+        CodeCheck::Refused(e) => {
+            let mut ev = ctx.audit("two_factor_failed", &user, &s);
+            ev.reason = Some(refusal(e));
+            ev.emit();
+            if ctx
+                .live
+                .lockout
+                .record_failure(&user, &ip)
+                .await
+                .map_err(store)?
+            {
+                ctx.audit("user_locked", &user, &s).emit();
+                return locked_out(ctx, &s, &user).await;
+            }
+            challenge_page(
+                ctx,
+                &s,
+                Some("That code did not work. Check your authenticator and try again."),
+            )
+        }
+    }
+}
+
+async fn enroll_page(
+    ctx: &Ctx<'_>,
+    mut s: Session,
+    error: Option<&str>,
+) -> Result<Response<Body>, GateError> {
+    let user = s.record.user.clone().unwrap_or_default();
+    if !may_enroll(ctx, &s, &user).await? {
+        return Ok(see_other("/"));
+    }
+    let secret = match &s.record.pending_seed {
+        Some(sealed) => ctx.gate.two_factor.unseal(sealed).map_err(two_factor)?,
+        None => {
+            let secret = TotpSecret::generate();
+            s.record.pending_seed = Some(ctx.gate.two_factor.seal(&secret).map_err(two_factor)?);
+            if !ctx
+                .live
+                .sessions
+                .save(&mut s, ctx.now_ms)
+                .await
+                .map_err(store)?
+            {
+                return Ok(see_other(ENROLL));
+            }
+            secret
+        }
+    };
+    let uri = totp::otpauth_uri(&secret, &ctx.live.settings.two_factor.issuer, &user);
+    let qr =
+        pages::qr::svg(&uri).map_err(|_| GateError::BadRequest("cannot render the QR code"))?;
+    Ok(view::enroll(
+        ctx.brand(),
+        &s.record.csrf,
+        &qr,
+        &secret.to_base32(),
+        error,
+    ))
+}
+
+/// Enrollment is for a session told to enroll, or a signed-in user without
+/// an authenticator where the policy lets them choose.
+async fn may_enroll(ctx: &Ctx<'_>, s: &Session, user: &str) -> Result<bool, GateError> {
+    match (s.record.state, s.record.second_factor) {
+        (SessionState::PasswordOk, Some(SecondFactor::Enroll)) => Ok(true),
+        (SessionState::Active, _) => Ok(!ctx
+            .gate
+            .two_factor
+            .is_enrolled(user)
+            .await
+            .map_err(two_factor)?),
+        _ => Ok(false),
+    }
+}
+
+async fn enroll_submit(
+    ctx: &Ctx<'_>,
+    s: Session,
+    form: &HashMap<String, String>,
+) -> Result<Response<Body>, GateError> {
+    let user = s.record.user.clone().unwrap_or_default();
+    if !may_enroll(ctx, &s, &user).await? {
+        return Ok(see_other("/"));
+    }
+    let Some(pending) = s.record.pending_seed.clone() else {
+        return Ok(see_other(ENROLL));
+    };
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    let confirmed = ctx
+        .gate
+        .two_factor
+        .confirm_enrollment(&user, &pending, code, ctx.now_unix(), ctx.now_ms)
+        .await;
+    let codes = match confirmed {
+        Ok(Ok(codes)) => codes,
+        Ok(Err(e)) => {
+            let mut ev = ctx.audit("two_factor_failed", &user, &s);
+            ev.reason = Some(refusal(e));
+            ev.emit();
+            let ip = ctx.client.to_string();
+            if ctx
+                .live
+                .lockout
+                .record_failure(&user, &ip)
+                .await
+                .map_err(store)?
+            {
+                return locked_out(ctx, &s, &user).await;
+            }
+            return enroll_page(
+                ctx,
+                s,
+                Some("That code did not match. Scan the code again and enter the current code."),
+            )
+            .await;
+        }
+        Err(TwoFactorError::AlreadyEnrolled) => return Ok(see_other(CHALLENGE)),
+        Err(e) => return Err(two_factor(e)),
+    };
+    ctx.audit("two_factor_enrolled", &user, &s).emit();
+    let continue_to = s.record.return_to.clone().unwrap_or_else(|| "/".into());
+    if s.record.state == SessionState::Active {
+        let mut s = s;
+        s.record.pending_seed = None;
+        ctx.live
+            .sessions
+            .save(&mut s, ctx.now_ms)
+            .await
+            .map_err(store)?;
+        return Ok(view::recovery_codes(ctx.brand(), &codes, ACCOUNT));
+    }
+    // Show the codes once, then continue where the user was going.
+    let signed_in = complete_sign_in(ctx, s, &user).await?;
+    let mut page = view::recovery_codes(ctx.brand(), &codes, &continue_to);
+    for v in signed_in.headers().get_all(header::SET_COOKIE) {
+        page.headers_mut().append(header::SET_COOKIE, v.clone());
+    }
+    Ok(page)
+}
+
+/// The second factor passed: the session becomes active under a new id
+/// (SECURITY-TESTS 31), older sessions end if concurrent ones are prevented.
+async fn complete_sign_in(
+    ctx: &Ctx<'_>,
+    old: Session,
+    user: &str,
+) -> Result<Response<Body>, GateError> {
+    let live = ctx.live;
+    let mut record = old.record.clone();
+    record.state = SessionState::Active;
+    record.second_factor = None;
+    record.pending_seed = None;
+    record.csrf = SessionId::generate().as_cookie_value().to_string();
+    record.last_seen_ms = ctx.now_ms;
+    let return_to = record.return_to.take().unwrap_or_else(|| "/".into());
+    let (id, session) = live
+        .sessions
+        .start(record, ctx.now_ms, Some(&old))
+        .await
+        .map_err(store)?;
+    if live.sessions.rules.prevent_concurrent {
+        live.sessions
+            .end_user_sessions(user, &session.digest, EndReason::Replaced)
+            .await
+            .map_err(store)?;
+    }
+    live.lockout.record_success(user).await.map_err(store)?;
+    ctx.gate
+        .two_factor
+        .note_sign_in(user, ctx.now_ms)
+        .await
+        .map_err(two_factor)?;
+    let mut resp = see_other(&crate::auth::login::safe_return_to(&return_to));
+    let max_age = (!live.sessions.rules.expire_on_browser_close)
+        .then(|| live.sessions.rules.lifetime(&session.record.class));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, gh_cookie::set_session(&id, max_age));
+    Ok(resp)
+}
+
+async fn locked_out(ctx: &Ctx<'_>, s: &Session, user: &str) -> Result<Response<Body>, GateError> {
+    ctx.live
+        .sessions
+        .end(&s.digest, Some(user), EndReason::Revoked)
+        .await
+        .map_err(store)?;
+    let mut resp = pages::locked(ctx.brand());
+    resp.headers_mut()
+        .append(header::SET_COOKIE, gh_cookie::clear_session());
+    Ok(resp)
+}
+
+async fn account_page(
+    ctx: &Ctx<'_>,
+    s: &Session,
+    notice: Option<&str>,
+    error: Option<&str>,
+) -> Result<Response<Body>, GateError> {
+    if s.record.state != SessionState::Active {
+        return Ok(see_other(CHALLENGE));
+    }
+    let user = s.record.user.clone().unwrap_or_default();
+    let tf = &ctx.gate.two_factor;
+    let enrolled = tf.is_enrolled(&user).await.map_err(two_factor)?;
+    let profile = tf.profile(&user).await.map_err(two_factor)?;
+    let mode = ctx
+        .live
+        .settings
+        .two_factor
+        .mode_for(&user, profile.two_factor_required);
+    let sessions = ctx
+        .live
+        .sessions
+        .of_user(&user)
+        .await
+        .map_err(store)?
+        .into_iter()
+        .filter(|o| o.record.state == SessionState::Active)
+        .map(|o| {
+            (
+                gh_cookie::short_ref(&o.digest).to_string(),
+                o.record.class.clone(),
+                o.record.client_ip.clone(),
+                format_ms(o.record.created_ms),
+                o.digest == s.digest,
+            )
+        })
+        .collect();
+    Ok(view::account(
+        ctx.brand(),
+        &view::AccountView {
+            user: &user,
+            enrolled,
+            may_disable: ctx.live.settings.two_factor.may_disable(mode),
+            csrf: &s.record.csrf,
+            sessions,
+            notice,
+            error,
+        },
+    ))
+}
+
+async fn account_action(
+    ctx: &Ctx<'_>,
+    s: Session,
+    action: &str,
+    form: &HashMap<String, String>,
+) -> Result<Response<Body>, GateError> {
+    if s.record.state != SessionState::Active {
+        return Ok(see_other(CHALLENGE));
+    }
+    let user = s.record.user.clone().unwrap_or_default();
+    let live = ctx.live;
+    let tf = &ctx.gate.two_factor;
+    if action == "sign-out-others" {
+        let n = live
+            .sessions
+            .end_user_sessions(&user, &s.digest, EndReason::Revoked)
+            .await
+            .map_err(store)?;
+        ctx.audit("sessions_ended", &user, &s).emit();
+        let note = format!("Signed out {n} other session(s).");
+        return account_page(ctx, &s, Some(&note), None).await;
+    }
+    if !matches!(action, "reset" | "disable" | "recovery") {
+        return Err(GateError::NotFound);
+    }
+    // Every change to the second factor needs a valid current code.
+    let code = form.get("code").map(String::as_str).unwrap_or("");
+    match tf.check(&user, code, ctx.now_unix()).await {
+        Ok(CodeCheck::Accepted) | Ok(CodeCheck::RecoveryCodeUsed { .. }) => {}
+        Ok(CodeCheck::Refused(e)) => {
+            let mut ev = ctx.audit("two_factor_failed", &user, &s);
+            ev.reason = Some(refusal(e));
+            ev.emit();
+            if live
+                .lockout
+                .record_failure(&user, &ctx.client.to_string())
+                .await
+                .map_err(store)?
+            {
+                return locked_out(ctx, &s, &user).await;
+            }
+            return account_page(ctx, &s, None, Some("That code did not work.")).await;
+        }
+        Err(TwoFactorError::NotEnrolled) => return Ok(see_other(ENROLL)),
+        Err(e) => return Err(two_factor(e)),
+    }
+    match action {
+        "recovery" => {
+            let codes = tf.new_recovery_codes(&user).await.map_err(two_factor)?;
+            ctx.audit("recovery_codes_renewed", &user, &s).emit();
+            Ok(view::recovery_codes(ctx.brand(), &codes, ACCOUNT))
+        }
+        "disable" => {
+            let profile = tf.profile(&user).await.map_err(two_factor)?;
+            let mode = live
+                .settings
+                .two_factor
+                .mode_for(&user, profile.two_factor_required);
+            if !live.settings.two_factor.may_disable(mode) {
+                return account_page(ctx, &s, None, Some("Your organisation requires two-factor authentication; it cannot be turned off.")).await;
+            }
+            tf.remove(&user).await.map_err(two_factor)?;
+            let mut ev = ctx.audit("two_factor_disabled", &user, &s);
+            ev.actor = Some(&user);
+            ev.emit();
+            account_page(ctx, &s, Some("Two-factor authentication is off."), None).await
+        }
+        _ => {
+            // Reset: a new key at the next sign-in; every session ends now.
+            tf.remove(&user).await.map_err(two_factor)?;
+            live.sessions
+                .end_user_sessions(&user, "", EndReason::TwoFactorReset)
+                .await
+                .map_err(store)?;
+            let mut ev = ctx.audit("two_factor_reset", &user, &s);
+            ev.actor = Some(&user);
+            ev.emit();
+            let mut resp = see_other(&live.settings.login.path);
+            resp.headers_mut()
+                .append(header::SET_COOKIE, gh_cookie::clear_session());
+            Ok(resp)
+        }
+    }
+}
+
+/// Read a gatehouse form: bounded size, and only from this site with this
+/// session's token (SECURITY-TESTS 27, 34).
+async fn read_form(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+    s: &Session,
+) -> Result<HashMap<String, String>, GateError> {
+    let headers = req.headers().clone();
+    let from_elsewhere = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| o != "null" && !o.eq_ignore_ascii_case(&format!("https://{}", ctx.host)))
+        || headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "cross-site");
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let limit = ctx.live.settings.server.limits.max_form_bytes;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GateError::PayloadTooLarge);
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(GateError::PayloadTooLarge)
+        }
+        Err(_) => return Err(GateError::BadRequest("form could not be read")),
+    };
+    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let token = form.get("csrf").map(String::as_str).unwrap_or("");
+    let token_ok: bool = token.as_bytes().ct_eq(s.record.csrf.as_bytes()).into();
+    if from_elsewhere || !token_ok || token.is_empty() {
+        return Err(GateError::Forbidden);
+    }
+    Ok(form)
+}
+
+fn refusal(e: TotpError) -> &'static str {
+    match e {
+        TotpError::Malformed => "malformed",
+        TotpError::Wrong => "wrong_code",
+        TotpError::Replayed => "replayed_code",
+    }
+}
+
+fn see_other(to: &str) -> Response<Body> {
+    let mut r = Response::new(proxy::empty());
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn store(e: crate::store::StoreError) -> GateError {
+    tracing::debug!(error = %e, "store error: failing closed");
+    GateError::StoreUnavailable
+}
+
+fn two_factor(e: TwoFactorError) -> GateError {
+    match e {
+        TwoFactorError::Store(_) => GateError::StoreUnavailable,
+        other => {
+            tracing::error!(error = %other, "second factor unavailable");
+            GateError::StoreUnavailable
+        }
+    }
+}
+
+fn format_ms(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
