@@ -642,7 +642,7 @@ impl Gate {
             return r;
         }
         let mut r = redirect(StatusCode::FOUND, &live.settings.login.path);
-        if req.method() == Method::GET {
+        if req.method() == Method::GET && is_navigation(req.headers()) {
             r.headers_mut().append(
                 header::SET_COOKIE,
                 gh_cookie::set_return(&local_target(facts)),
@@ -804,6 +804,17 @@ fn headers_user_agent(h: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(200).collect())
         .unwrap_or_default()
+}
+
+/// A top-level page load (not an image, script or favicon fetched in the
+/// background): only those may set where to return after sign-in.
+fn is_navigation(h: &HeaderMap) -> bool {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    match (get("sec-fetch-mode"), get("sec-fetch-dest")) {
+        (Some(mode), _) => mode == "navigate",
+        (None, Some(dest)) => dest == "document",
+        (None, None) => get("accept").is_some_and(|a| a.contains("text/html")),
+    }
 }
 
 fn wants_json(h: &HeaderMap) -> bool {

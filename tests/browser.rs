@@ -7,6 +7,11 @@ use gatehouse::demo::{Dashboard, DashboardOptions};
 use support::browser::{self, within_timeout, Browser, WAIT};
 use support::gateway::{Config, TestGateway};
 
+/// These tests are about the browser path, not the second factor.
+fn no_2fa() -> Config {
+    Config::default().rest("[two_factor]\nmode = \"off\"")
+}
+
 async fn demo_dashboard() -> Dashboard {
     Dashboard::start(
         "127.0.0.1:0".parse().expect("addr"),
@@ -22,7 +27,7 @@ async fn demo_dashboard() -> Dashboard {
 async fn chromium_signs_in_to_the_demo_dashboard_through_the_gateway() {
     within_timeout(async {
         let dash = demo_dashboard().await;
-        let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+        let gw = TestGateway::start(&no_2fa(), &dash.url()).await;
         let base = format!("https://127.0.0.1:{}", gw.addr().port());
 
         let browser = Browser::launch().await;
@@ -42,11 +47,19 @@ async fn chromium_signs_in_to_the_demo_dashboard_through_the_gateway() {
         assert!(url.starts_with(&base), "left the gateway: {url}");
         assert!(!url.ends_with("/login"), "still on the login page: {url}");
 
-        // The jar helper sees what the browser holds (cookie names only: the
-        // vault will change which ones the browser gets).
+        // The dashboard's HttpOnly session cookie stays in gatehouse's vault:
+        // the browser holds gatehouse's cookie and the readable one only.
         let jar = browser.cookies().await;
         let names: Vec<&str> = jar.iter().map(|(name, _, _)| name.as_str()).collect();
-        eprintln!("cookie jar after sign-in: {names:?}");
+        assert!(
+            !names.contains(&"PBXSESSID"),
+            "PBXSESSID reached the browser: {names:?}"
+        );
+        assert!(names.contains(&"__Host-gatehouse"), "{names:?}");
+        assert!(
+            names.contains(&"pbx_lang"),
+            "readable cookies pass: {names:?}"
+        );
 
         let shot = browser
             .screenshot(browser::shot_path("signed-in-dashboard"))
@@ -83,7 +96,7 @@ async fn sign_in(browser: &Browser, base: &str, user: &str, pass: &str) {
 async fn two_browsers_are_independent_sessions() {
     within_timeout(async {
         let dash = demo_dashboard().await;
-        let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+        let gw = TestGateway::start(&no_2fa(), &dash.url()).await;
         let base = format!("https://127.0.0.1:{}", gw.addr().port());
         let (alice, bob) = tokio::join!(Browser::launch(), Browser::launch());
 
@@ -112,7 +125,7 @@ async fn two_browsers_are_independent_sessions() {
 async fn the_cookie_jar_shows_httponly_cookies_that_page_scripts_cannot_read() {
     within_timeout(async {
         let dash = demo_dashboard().await;
-        let gw = TestGateway::start(&Config::default(), &dash.url()).await;
+        let gw = TestGateway::start(&no_2fa(), &dash.url()).await;
         let base = format!("https://127.0.0.1:{}", gw.addr().port());
         let browser = Browser::launch().await;
         sign_in(&browser, &base, "alice@example.com", "Alice-pass-1").await;
@@ -157,4 +170,122 @@ fn a_missing_browser_fails_loudly_instead_of_skipping() {
         "GATEHOUSE_TEST_NO_SUCH_VARIABLE",
         "/nonexistent/chromium-for-gatehouse",
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_enrolls_two_factor_then_passes_the_challenge_and_is_locked_after_five_wrong_codes(
+) {
+    within_timeout(async {
+        let dash = demo_dashboard().await;
+        let gw = TestGateway::start(
+            &Config::default().rest("[two_factor]\nissuer = \"Example PBX\""),
+            &dash.url(),
+        )
+        .await;
+        let base = format!("https://127.0.0.1:{}", gw.addr().port());
+        let browser = Browser::launch().await;
+
+        // Password, then enrollment: the key shown on the page gives the code.
+        browser.goto(&format!("{base}/login")).await;
+        browser.wait_for("#login-submit", WAIT).await;
+        browser.fill("#username", "alice@example.com").await;
+        browser.fill("#password", "Alice-pass-1").await;
+        browser.click("#login-submit").await;
+        browser.wait_for("#totp-qr", WAIT).await;
+        let key = browser
+            .execute(
+                "return document.getElementById('totp-secret').dataset.secret",
+                vec![],
+            )
+            .await;
+        let secret = gatehouse::auth::totp::TotpSecret::from_base32(key.as_str().expect("key"))
+            .expect("secret");
+        browser
+            .screenshot(browser::shot_path("two-factor-enroll"))
+            .await;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("time")
+                .as_secs()
+        };
+        browser
+            .fill("#code", &gatehouse::auth::totp::code_at(&secret, now()))
+            .await;
+        browser.click("#confirm").await;
+        browser.wait_for("#recovery-codes", WAIT).await;
+        let codes = browser.text("#recovery-codes").await;
+        assert_eq!(
+            codes.lines().filter(|l| !l.trim().is_empty()).count(),
+            10,
+            "{codes}"
+        );
+        browser.click("#continue").await;
+        browser.wait_for("#welcome", WAIT).await;
+
+        // Sign out, sign in again: the challenge, with the next step's code.
+        browser.goto(&format!("{base}/logout")).await;
+        browser.wait_for("#login-submit", WAIT).await;
+        browser.fill("#username", "alice@example.com").await;
+        browser.fill("#password", "Alice-pass-1").await;
+        browser.click("#login-submit").await;
+        browser.wait_for("#verify", WAIT).await;
+        // The enrollment used this step's code: wait for the next step.
+        let step = now() / 30;
+        while now() / 30 == step {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        browser
+            .fill("#code", &gatehouse::auth::totp::code_at(&secret, now()))
+            .await;
+        browser.click("#verify").await;
+        browser.wait_for("#welcome", WAIT).await;
+
+        // Five wrong codes lock the account.
+        browser.goto(&format!("{base}/logout")).await;
+        browser.wait_for("#login-submit", WAIT).await;
+        browser.fill("#username", "alice@example.com").await;
+        browser.fill("#password", "Alice-pass-1").await;
+        browser.click("#login-submit").await;
+        for attempt in 0..5 {
+            browser.wait_for("#verify", WAIT).await;
+            browser.fill("#code", "000000").await;
+            // Mark this page so we can tell when the answer has replaced it.
+            browser
+                .execute("document.body.dataset.stale = '1'", vec![])
+                .await;
+            browser.click("#verify").await;
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                let stale = browser
+                    .execute(
+                        "return document.body && document.body.dataset.stale === '1'",
+                        vec![],
+                    )
+                    .await;
+                if stale == serde_json::Value::Bool(false) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "attempt {attempt}: no answer"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            if browser
+                .page_source()
+                .await
+                .contains("Sign-in temporarily locked")
+            {
+                break;
+            }
+        }
+        let page = browser.page_source().await;
+        assert!(
+            page.contains("Sign-in temporarily locked"),
+            "not locked after five wrong codes"
+        );
+        browser.close().await;
+    })
+    .await;
 }

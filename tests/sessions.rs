@@ -424,7 +424,13 @@ async fn open_redirects_in_return_to_land_on_root(b: Backend) {
 
 async fn return_to_brings_the_user_back_where_they_were_going(b: Backend) {
     let s = Scenario::start(b, "").await;
-    let r = s.get("/recordings/2026/call.wav?dl=1", "").await;
+    let r = s
+        .send(get_with(
+            "/recordings/2026/call.wav?dl=1",
+            "",
+            &[("accept", "text/html")],
+        ))
+        .await;
     assert_eq!(r.status, StatusCode::FOUND);
     let ret = r
         .headers

@@ -73,4 +73,3 @@ pub fn svg(data: &str) -> Result<String, QrError> {
     out.push_str(r#""/></svg>"#);
     Ok(out)
 }
-
