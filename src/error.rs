@@ -21,6 +21,9 @@ pub enum GateError {
     /// A session is required and there is none (non-browser clients).
     #[error("authentication required")]
     Unauthorized,
+    /// A body gatehouse reads itself did not arrive in time.
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("not found")]
@@ -41,6 +44,7 @@ impl GateError {
             GateError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GateError::AccessDenied { .. } => StatusCode::FORBIDDEN,
             GateError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GateError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GateError::Unauthorized => StatusCode::UNAUTHORIZED,
             GateError::Forbidden => StatusCode::FORBIDDEN,
             GateError::NotFound => StatusCode::NOT_FOUND,
@@ -83,6 +87,12 @@ impl GateError {
                 "Sign-in required",
                 "You need to sign in to use this page.",
                 "Sign in, then try again.",
+                None,
+            ),
+            GateError::RequestTimeout => (
+                "Request timed out",
+                "The form took too long to arrive.",
+                "Check your connection and try again.",
                 None,
             ),
             GateError::PayloadTooLarge => (

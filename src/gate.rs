@@ -223,7 +223,9 @@ impl Gate {
                 // Second factor pending: only gatehouse's 2FA pages (and the
                 // public ones, without the vault) until it is passed.
                 facts.user = session.record.user.clone();
-                if login.is_anonymous(&facts.path) {
+                if login.is_anonymous(&facts.path)
+                    || proxy::headers::upgrade_protocol(req.headers()).is_some()
+                {
                     return self
                         .anonymous(live, req, target, facts, None, upstream_time)
                         .await;
@@ -275,7 +277,14 @@ impl Gate {
         let brand = &settings.server.brand;
         let return_to = gh_cookie::read_return(req.headers()).map(|r| login::safe_return_to(&r));
         let (mut parts, body) = req.into_parts();
-        let bytes = read_limited(body, settings.server.limits.max_form_bytes).await?;
+        let limits = &settings.server.limits;
+        let bytes = read_bounded(
+            body,
+            &parts.headers,
+            limits.max_form_bytes,
+            limits.header_read_timeout,
+        )
+        .await?;
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -543,14 +552,14 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let login = &live.settings.login;
+        // No websockets before sign-in: 401 before any 101 (SECURITY-TESTS 26).
+        if proxy::headers::upgrade_protocol(req.headers()).is_some() {
+            return Err(GateError::Unauthorized);
+        }
         if !login.is_anonymous(&facts.path) {
             return Ok(self.to_sign_in(live, &req, facts));
         }
         let (mut parts, body) = req.into_parts();
-        // No websockets before sign-in (SECURITY-TESTS 26).
-        if proxy::headers::upgrade_protocol(&parts.headers).is_some() {
-            return Err(GateError::Unauthorized);
-        }
         parts.headers.remove(header::UPGRADE);
         let vault = prior.as_ref().map(|p| p.record.vault.clone());
         let mut resp = self
@@ -758,16 +767,34 @@ fn store_down(e: StoreError) -> GateError {
     GateError::StoreUnavailable
 }
 
-async fn read_limited(body: Incoming, limit: usize) -> Result<bytes::Bytes, GateError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
+/// Read a body gatehouse must see whole (login attempts, its own forms):
+/// refused on its declared length before reading, bounded while reading, and
+/// with a deadline so a trickled body cannot hold a request open
+/// (SECURITY-TESTS 27, 28).
+pub(crate) async fn read_bounded(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, GateError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GateError::PayloadTooLarge);
+    }
+    let collect = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(deadline, collect).await {
+        Err(_) => Err(GateError::RequestTimeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
             Err(GateError::PayloadTooLarge)
         }
-        Err(_) => Err(GateError::BadRequest("request body could not be read")),
+        Ok(Err(_)) => Err(GateError::BadRequest("request body could not be read")),
     }
 }
 

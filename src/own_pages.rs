@@ -16,7 +16,6 @@ use crate::session::cookie::{self as gh_cookie, SessionId};
 use crate::session::{EndReason, Lookup, SecondFactor, Session, SessionState};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -489,27 +488,14 @@ async fn read_form(
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "cross-site");
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let limit = ctx.live.settings.server.limits.max_form_bytes;
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GateError::PayloadTooLarge);
-    }
-    let body = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(GateError::PayloadTooLarge)
-        }
-        Err(_) => return Err(GateError::BadRequest("form could not be read")),
-    };
+    let limits = &ctx.live.settings.server.limits;
+    let body = crate::gate::read_bounded(
+        req.into_body(),
+        &headers,
+        limits.max_form_bytes,
+        limits.header_read_timeout,
+    )
+    .await?;
     let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let token = form.get("csrf").map(String::as_str).unwrap_or("");
     let token_ok: bool = token.as_bytes().ct_eq(s.record.csrf.as_bytes()).into();
