@@ -41,6 +41,70 @@ enum Command {
     },
     /// Check a configuration file: prints "ok" or every problem with its key.
     CheckConfig { file: PathBuf },
+    /// Manage sessions and users directly in the configured store (for
+    /// automation, and for recovery when nobody can sign in).
+    Admin {
+        #[arg(long, short, default_value = "/etc/gatehouse/gatehouse.toml")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Sessions: list, or revoke one by its reference.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Log out all users at once.
+    LogoutAll,
+    /// Log one user out everywhere.
+    Logout { user: String },
+    /// Users gatehouse has seen.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Lift a lockout now.
+    Unlock { user: String },
+    /// Two-factor for one user.
+    #[command(name = "2fa")]
+    TwoFactor {
+        #[command(subcommand)]
+        command: TwoFactorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Revoke {
+        reference: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    List,
+    Show { user: String },
+}
+
+#[derive(Subcommand)]
+enum TwoFactorCommand {
+    /// Require 2FA for the user whatever the policy says.
+    Require { user: String },
+    /// Remove the user's authenticator (they may sign in without, where policy allows).
+    Disable { user: String },
+    /// New key at the next sign-in; all the user's sessions end now.
+    Reset { user: String },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +124,17 @@ fn main() -> ExitCode {
             Command::CheckConfig { file } => check_config(&file),
             Command::Run { config } => match validate::load_file(&config) {
                 Ok(settings) => exit(run(settings).await),
+                Err(e) => {
+                    eprintln!("gatehouse: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Admin {
+                config,
+                json,
+                command,
+            } => match validate::load_file(&config) {
+                Ok(settings) => exit(admin(settings, json, command).await),
                 Err(e) => {
                     eprintln!("gatehouse: {e}");
                     ExitCode::from(1)
@@ -207,4 +282,143 @@ async fn demo(listen: SocketAddr, big_recording_mib: u64) -> anyhow::Result<()> 
     println!("  state:       {}", state.path().display());
     println!("  stop with Ctrl-C");
     serve_until_signal(handle, drain).await
+}
+
+async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow::Result<()> {
+    use gatehouse::admin::Admin;
+    let admin = Admin::open(std::sync::Arc::new(settings)).await?;
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let print = |value: serde_json::Value, table: String| {
+        if json {
+            println!("{value}");
+        } else {
+            print!("{table}");
+        }
+    };
+    match command {
+        AdminCommand::Sessions {
+            command: SessionsCommand::List { user },
+        } => {
+            let list = admin.sessions(user.as_deref()).await?;
+            let mut table = format!(
+                "{:<14} {:<32} {:<12} {:<8} {:<16} {}\n",
+                "REFERENCE", "USER", "STATE", "CLASS", "CLIENT", "SINCE"
+            );
+            for s in &list {
+                table.push_str(&format!(
+                    "{:<14} {:<32} {:<12} {:<8} {:<16} {}\n",
+                    s.reference,
+                    s.user,
+                    s.state,
+                    s.class,
+                    s.client_ip,
+                    format_ms(s.created_ms)
+                ));
+            }
+            print(serde_json::to_value(&list)?, table);
+        }
+        AdminCommand::Sessions {
+            command: SessionsCommand::Revoke { reference },
+        } => {
+            admin.revoke(&reference, &actor).await?;
+            print(
+                serde_json::json!({"revoked": reference}),
+                format!("revoked {reference}\n"),
+            );
+        }
+        AdminCommand::LogoutAll => {
+            admin.logout_all(now_ms, &actor).await?;
+            print(
+                serde_json::json!({"logout_all": true}),
+                "all users logged out\n".into(),
+            );
+        }
+        AdminCommand::Logout { user } => {
+            let n = admin.logout_user(&user, &actor).await?;
+            print(
+                serde_json::json!({"user": user, "sessions_ended": n}),
+                format!("{n} session(s) of {user} ended\n"),
+            );
+        }
+        AdminCommand::User {
+            command: UserCommand::List,
+        } => {
+            let users = admin.users().await?;
+            let mut table = format!(
+                "{:<32} {:<8} {:<10} {:<7} {:<9} {}\n",
+                "USER", "2FA", "MODE", "LOCKED", "SESSIONS", "LAST SIGN-IN"
+            );
+            for u in &users {
+                table.push_str(&format!(
+                    "{:<32} {:<8} {:<10} {:<7} {:<9} {}\n",
+                    u.user,
+                    if u.two_factor_enrolled { "on" } else { "off" },
+                    u.two_factor_mode,
+                    if u.locked { "yes" } else { "no" },
+                    u.active_sessions,
+                    format_ms(u.last_sign_in_ms)
+                ));
+            }
+            print(serde_json::to_value(&users)?, table);
+        }
+        AdminCommand::User {
+            command: UserCommand::Show { user },
+        } => {
+            let u = admin.user(&user).await?;
+            let table = format!(
+                "user:            {}\n2fa enrolled:    {}\n2fa mode:        {}\nrequired:        {}\nlocked:          {}\nactive sessions: {}\nfirst seen:      {}\nlast sign-in:    {}\n",
+                u.user, u.two_factor_enrolled, u.two_factor_mode, u.two_factor_required_by_admin, u.locked,
+                u.active_sessions, format_ms(u.first_seen_ms), format_ms(u.last_sign_in_ms)
+            );
+            print(serde_json::to_value(&u)?, table);
+        }
+        AdminCommand::Unlock { user } => {
+            admin.unlock(&user, &actor).await?;
+            print(
+                serde_json::json!({"unlocked": user}),
+                format!("{user} unlocked\n"),
+            );
+        }
+        AdminCommand::TwoFactor { command } => {
+            let (what, user) = match command {
+                TwoFactorCommand::Require { user } => {
+                    admin.require_two_factor(&user, true, &actor).await?;
+                    ("required", user)
+                }
+                TwoFactorCommand::Disable { user } => {
+                    admin.remove_two_factor(&user, false, &actor).await?;
+                    ("disabled", user)
+                }
+                TwoFactorCommand::Reset { user } => {
+                    admin.remove_two_factor(&user, true, &actor).await?;
+                    ("reset", user)
+                }
+            };
+            print(
+                serde_json::json!({"user": user, "two_factor": what}),
+                format!("2fa {what} for {user}\n"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn format_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into())
 }

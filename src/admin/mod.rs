@@ -1,0 +1,5 @@
+//! Administration: the operations (shared by the console and the CLI).
+
+pub mod ops;
+
+pub use ops::{Admin, AdminError, SessionView, UserView};
