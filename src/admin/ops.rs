@@ -104,7 +104,7 @@ impl Admin {
                 last_seen_ms: s.record.last_seen_ms,
             })
             .collect();
-        out.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+        out.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
         Ok(out)
     }
 
