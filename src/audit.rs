@@ -37,5 +37,7 @@ impl Event<'_> {
             obj.insert("ts".into(), ts.into());
         }
         tracing::info!(target: "gatehouse::audit", "{value}");
+        // Every security event is also a counter: logins, 2FA, lockouts, incidents…
+        metrics::counter!("gatehouse_events_total", "event" => self.event.to_string()).increment(1);
     }
 }

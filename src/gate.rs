@@ -124,6 +124,10 @@ impl Gate {
             }
         };
         finish_headers(&live.settings, &mut resp);
+        metrics::counter!("gatehouse_requests_total", "status" => resp.status().as_u16().to_string()).increment(1);
+        if let Some(t) = upstream_time {
+            metrics::histogram!("gatehouse_upstream_seconds").record(t.as_secs_f64());
+        }
         if live.settings.logging.access_log {
             tracing::info!(
                 target: "gatehouse::access",
@@ -763,6 +767,7 @@ fn take_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrade::OnUp
 }
 
 fn store_down(e: StoreError) -> GateError {
+    metrics::counter!("gatehouse_store_errors_total").increment(1);
     tracing::debug!(error = %e, "store error: failing closed");
     GateError::StoreUnavailable
 }

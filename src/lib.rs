@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod gate;
 pub mod listener;
+pub mod metrics;
 pub mod own_pages;
 pub mod pages;
 pub mod proxy;
@@ -84,6 +85,8 @@ impl Gateway {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         let redirect_addr = bound.redirect.as_ref().and_then(|l| l.local_addr().ok());
+        let metrics_listener = metrics::bind(self.settings.metrics_listen).await?;
+        let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
         let store = match self.store {
             Some(s) => s,
             None => store::open(&self.settings.store).await?,
@@ -101,12 +104,24 @@ impl Gateway {
             vaulted,
             two_factor,
         });
+        let metrics_task = metrics_listener.map(|l| {
+            let upstream = gate.live.load().settings.upstream.authority.to_string();
+            metrics::serve(
+                l,
+                metrics::Readiness {
+                    store: gate.store.clone(),
+                    upstream,
+                },
+            )
+        });
         let serving = listener::serve(gate.clone(), bound);
         Ok(Handle {
             gate,
             serving,
             addrs,
             redirect_addr,
+            metrics_addr,
+            _metrics_task: metrics_task.map(AbortOnDrop),
         })
     }
 }
@@ -117,6 +132,17 @@ pub struct Handle {
     serving: listener::Serving,
     addrs: Vec<SocketAddr>,
     redirect_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    _metrics_task: Option<AbortOnDrop>,
+}
+
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Handle {
@@ -127,6 +153,10 @@ impl Handle {
 
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn redirect_addr(&self) -> Option<SocketAddr> {

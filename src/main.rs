@@ -200,6 +200,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     for addr in handle.addrs() {
         tracing::info!(%addr, "listening (TLS)");
     }
+    if let Some(addr) = handle.metrics_addr() {
+        tracing::info!(%addr, "metrics listening");
+    }
     serve_until_signal(handle, drain).await
 }
 
@@ -280,6 +283,9 @@ async fn demo(listen: SocketAddr, big_recording_mib: u64) -> anyhow::Result<()> 
         println!("  sign in as:  {user} / {pass}");
     }
     println!("  state:       {}", state.path().display());
+    if let Some(m) = handle.metrics_addr() {
+        println!("  metrics:     http://{m}/metrics");
+    }
     println!("  stop with Ctrl-C");
     serve_until_signal(handle, drain).await
 }

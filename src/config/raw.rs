@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub lockout: RawLockout,
     pub two_factor: RawTwoFactor,
     pub policy: RawPolicy,
+    pub metrics: RawMetrics,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -385,4 +386,21 @@ pub struct RawDomainPolicy {
     pub domain: String,
     /// Overrides two_factor.mode for this domain's users.
     pub two_factor: Option<String>,
+}
+
+/// `[metrics]`: Prometheus metrics, /healthz and /readyz.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Address of the metrics listener (keep it off the public network),
+    /// or "disabled".
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9813".into(),
+        }
+    }
 }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub session: crate::session::SessionRules,
     pub lockout: crate::auth::lockout::LockoutSettings,
     pub two_factor: crate::auth::two_factor::TwoFactorSettings,
+    /// The metrics listener; `None` = disabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
     pub source: Option<PathBuf>,
 }
@@ -145,6 +147,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "lockout",
         "two_factor",
         "policy",
+        "metrics",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -183,6 +186,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("lockout", lockout);
     section!("two_factor", two_factor);
     section!("policy", policy);
+    section!("metrics", metrics);
 
     // A section that did not parse was replaced by defaults: checking those
     // would only add noise to the real error.
@@ -308,7 +312,12 @@ fn validate(
     let session = validate_session(&raw.session, issues);
     let lockout = validate_lockout(&raw.lockout, issues);
     let two_factor = validate_two_factor(&raw, issues);
+    let metrics_listen = match raw.metrics.listen.trim() {
+        "disabled" | "off" | "" => None,
+        a => parse_addr(a, "metrics.listen", issues),
+    };
     Some(Settings {
+        metrics_listen,
         two_factor,
         login,
         session,

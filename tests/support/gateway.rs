@@ -26,6 +26,8 @@ pub struct Config {
     pub rest: String,
     /// `store.url`; default an embedded file in the test directory.
     pub store_url: Option<String>,
+    /// `metrics.listen`; default port 0 (tests run many gateways at once).
+    pub metrics: Option<String>,
 }
 
 impl Config {
@@ -53,10 +55,12 @@ impl Config {
     pub fn render(&self, upstream_url: &str, listen: &str) -> String {
         format!(
             "[server]\nlisten = [\"{listen}\"]\n{}\n[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
-             [upstream]\nurl = \"{upstream_url}\"\n{}\n[store]\nurl = \"{}\"\nsecret_key_file = \"secret.key\"\n\n{}",
+             [upstream]\nurl = \"{upstream_url}\"\n{}\n[store]\nurl = \"{}\"\nsecret_key_file = \"secret.key\"\n\n\
+             [metrics]\nlisten = \"{}\"\n\n{}",
             self.server,
             self.upstream,
             self.store_url.as_deref().unwrap_or("file:state.redb"),
+            self.metrics.as_deref().unwrap_or("127.0.0.1:0"),
             self.rest
         )
     }
