@@ -18,6 +18,9 @@ pub enum GateError {
     /// A gatehouse form without this session's token, or from another site.
     #[error("form refused (CSRF)")]
     Forbidden,
+    /// A signed-in user who is not an administrator.
+    #[error("administrators only")]
+    AdminOnly,
     /// A session is required and there is none (non-browser clients).
     #[error("authentication required")]
     Unauthorized,
@@ -47,6 +50,7 @@ impl GateError {
             GateError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GateError::Unauthorized => StatusCode::UNAUTHORIZED,
             GateError::Forbidden => StatusCode::FORBIDDEN,
+            GateError::AdminOnly => StatusCode::FORBIDDEN,
             GateError::NotFound => StatusCode::NOT_FOUND,
             GateError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GateError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
@@ -76,6 +80,12 @@ impl GateError {
                 "Access from your network or country is not allowed for this area.",
                 "If you need access, contact your administrator and quote the reference below.",
                 Some(reference.as_str()),
+            ),
+            GateError::AdminOnly => (
+                "Administrators only",
+                "This page is for administrators of this gateway.",
+                "Go back to the dashboard. If you need access, ask an administrator.",
+                None,
             ),
             GateError::Forbidden => (
                 "Form expired",

@@ -71,6 +71,8 @@ pub struct Gate {
     pub vaulted: VaultedNames,
     /// Authenticators and recovery codes (sealed in the store).
     pub two_factor: TwoFactor,
+    /// The key that seals secrets at rest.
+    pub sealer: Arc<crate::store::Sealer>,
 }
 
 /// What the listener knows about the connection a request came on.
@@ -420,6 +422,7 @@ impl Gate {
             return_to: return_to.clone(),
             second_factor: step,
             pending_seed: None,
+            two_factor_passed: false,
         };
         let (id, session) = live
             .sessions
@@ -624,6 +627,7 @@ impl Gate {
                     return_to: None,
                     second_factor: None,
                     pending_seed: None,
+                    two_factor_passed: false,
                 };
                 let (id, _) = live
                     .sessions

@@ -94,7 +94,7 @@ impl Gateway {
         let sealer = Arc::new(store::Sealer::load_or_create(
             &self.settings.store.secret_key_file,
         )?);
-        let two_factor = TwoFactor::new(store.clone(), sealer);
+        let two_factor = TwoFactor::new(store.clone(), sealer.clone());
         let vaulted = VaultedNames::new(&self.settings.login.session_cookies);
         let live = Live::build(self.settings, &store)?;
         let gate = Arc::new(Gate {
@@ -103,6 +103,7 @@ impl Gateway {
             clock: self.clock,
             vaulted,
             two_factor,
+            sealer,
         });
         let metrics_task = metrics_listener.map(|l| {
             let upstream = gate.live.load().settings.upstream.authority.to_string();

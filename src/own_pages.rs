@@ -64,6 +64,14 @@ pub async fn handle(
     path: &str,
     lookup: Lookup,
 ) -> Result<Response<Body>, GateError> {
+    let admin = ctx.live.settings.admin_path.as_str();
+    if path == admin
+        || path
+            .strip_prefix(admin)
+            .is_some_and(|rest| rest.starts_with('/'))
+    {
+        return crate::admin::console::handle(ctx, req, path, lookup).await;
+    }
     let session = match lookup {
         Lookup::Live(s) => Some(*s),
         _ => None,
@@ -269,6 +277,7 @@ async fn enroll_submit(
     if s.record.state == SessionState::Active {
         let mut s = s;
         s.record.pending_seed = None;
+        s.record.two_factor_passed = true;
         ctx.live
             .sessions
             .save(&mut s, ctx.now_ms)
@@ -295,6 +304,7 @@ async fn complete_sign_in(
     let live = ctx.live;
     let mut record = old.record.clone();
     record.state = SessionState::Active;
+    record.two_factor_passed = true;
     record.second_factor = None;
     record.pending_seed = None;
     record.csrf = SessionId::generate().as_cookie_value().to_string();
@@ -474,7 +484,7 @@ async fn account_action(
 
 /// Read a gatehouse form: bounded size, and only from this site with this
 /// session's token (SECURITY-TESTS 27, 34).
-async fn read_form(
+pub(crate) async fn read_form(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
     s: &Session,
@@ -513,7 +523,7 @@ fn refusal(e: TotpError) -> &'static str {
     }
 }
 
-fn see_other(to: &str) -> Response<Body> {
+pub(crate) fn see_other(to: &str) -> Response<Body> {
     let mut r = Response::new(proxy::empty());
     *r.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(v) = HeaderValue::from_str(to) {
@@ -524,7 +534,7 @@ fn see_other(to: &str) -> Response<Body> {
     r
 }
 
-fn store(e: crate::store::StoreError) -> GateError {
+pub(crate) fn store(e: crate::store::StoreError) -> GateError {
     tracing::debug!(error = %e, "store error: failing closed");
     GateError::StoreUnavailable
 }
@@ -539,7 +549,7 @@ fn two_factor(e: TwoFactorError) -> GateError {
     }
 }
 
-fn format_ms(ms: u64) -> String {
+pub(crate) fn format_ms(ms: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
         .ok()
         .and_then(|t| {

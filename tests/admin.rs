@@ -125,3 +125,174 @@ async fn admin_cli_lists_revokes_logs_out_unlocks_and_requires_two_factor() {
         .iter()
         .any(|u| u["user"] == "alice@example.com"));
 }
+
+/// Sign in with enrollment (2FA required) and return the active cookie.
+async fn enrolled_session(
+    gw: &TestGateway,
+    clock: &gatehouse::clock::ManualClock,
+    user: &str,
+) -> String {
+    use gatehouse::clock::Clock;
+    let send = |req| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, Version::HTTP_11, req).await }
+    };
+    let r = send(login_post(user, PASSWORD, "", &[])).await;
+    let pending = session_cookie(&r).expect("pending session");
+    let page = send(get_with("/.gatehouse/2fa/enroll", &pending, &[]))
+        .await
+        .text();
+    let secret = gatehouse::auth::totp::TotpSecret::from_base32(&attr(&page, "data-secret"))
+        .expect("secret");
+    let csrf = attr(&page, "name=\"csrf\" value");
+    let code = gatehouse::auth::totp::code_at(&secret, clock.unix());
+    let done = send(post(
+        &pending,
+        "/.gatehouse/2fa/enroll",
+        &[("csrf", &csrf), ("code", &code)],
+    ))
+    .await;
+    session_cookie(&done).expect("active session")
+}
+
+fn attr(text: &str, marker: &str) -> String {
+    let start = text
+        .find(&format!("{marker}=\""))
+        .unwrap_or_else(|| panic!("{marker} missing"))
+        + marker.len()
+        + 2;
+    text[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn post(
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    http::Request::post(path)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_admits_only_admins_with_a_second_factor_and_its_actions_match_the_cli() {
+    let redis = RedisServer::start();
+    let up = Recorder::start().await;
+    let clock = gatehouse::clock::ManualClock::new();
+    let config = Config::default()
+        .store(&redis.url())
+        .rest("[two_factor]\nmode = \"optional\"\n[[policy.domain]]\ndomain = \"admins.example\"\ntwo_factor = \"required\"\n[admin]\nusers = [\"root@admins.example\", \"lazy@example.com\"]");
+    let gw = TestGateway::start_with_clock(&config, &up.url(), Some(clock.clone())).await;
+    let cli_dir = TestDir::new();
+    let file = cli_dir.write_config(&config, &up.url(), "127.0.0.1:0");
+    let send = |req| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, Version::HTTP_11, req).await }
+    };
+
+    // A user with a full session who is not an admin: 403.
+    let bob =
+        session_cookie(&send(login_post("bob@example.com", PASSWORD, "", &[])).await).expect("bob");
+    assert_eq!(
+        send(get_with("/.gatehouse/admin", &bob, &[])).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // An admin whose sign-in passed no second factor is sent to get one.
+    let lazy = session_cookie(&send(login_post("lazy@example.com", PASSWORD, "", &[])).await)
+        .expect("lazy");
+    let r = send(get_with("/.gatehouse/admin", &lazy, &[])).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location"), Some("/.gatehouse/2fa/enroll"));
+
+    // A real admin.
+    let root = enrolled_session(&gw, &clock, "root@admins.example").await;
+    let home = send(get_with("/.gatehouse/admin", &root, &[])).await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.text());
+    let csrf = attr(&home.text(), "name=\"csrf\" value");
+
+    // Revoke bob's session in the console: the CLI no longer lists it.
+    let list = send(get_with(
+        "/.gatehouse/admin/sessions?user=bob%40example.com",
+        &root,
+        &[],
+    ))
+    .await
+    .text();
+    let reference = list
+        .split("<span class=\"mono\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("reference")
+        .to_string();
+    let no_token = send(post(
+        &root,
+        "/.gatehouse/admin/sessions/revoke",
+        &[("reference", &reference)],
+    ))
+    .await;
+    assert_eq!(
+        no_token.status,
+        StatusCode::FORBIDDEN,
+        "console action without CSRF token"
+    );
+    let done = send(post(
+        &root,
+        "/.gatehouse/admin/sessions/revoke",
+        &[("csrf", &csrf), ("reference", &reference)],
+    ))
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    let cli_list = cli(&file, &["sessions", "list", "--user", "bob@example.com"]);
+    assert_eq!(cli_list.as_array().map(Vec::len), Some(0), "{cli_list}");
+    assert_eq!(
+        send(get_with("/home", &bob, &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // And the reverse: the CLI requires 2FA for carol, the console shows it.
+    cli(&file, &["2fa", "require", "carol@example.com"]);
+    let users = send(get_with("/.gatehouse/admin/users", &root, &[]))
+        .await
+        .text();
+    assert!(
+        users.contains("carol@example.com") && users.contains("(required)"),
+        "{users}"
+    );
+
+    // Log out all users (confirmation required): everyone signs in again.
+    let unconfirmed = send(post(
+        &root,
+        "/.gatehouse/admin/logout-all",
+        &[("csrf", &csrf)],
+    ))
+    .await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
+    clock.advance(std::time::Duration::from_millis(10));
+    let all = send(post(
+        &root,
+        "/.gatehouse/admin/logout-all",
+        &[("csrf", &csrf), ("confirm", "yes")],
+    ))
+    .await;
+    assert_eq!(all.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        send(get_with("/home", &lazy, &[])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(get_with("/.gatehouse/admin", &root, &[])).await.status,
+        StatusCode::SEE_OTHER
+    );
+}

@@ -23,6 +23,7 @@ pub struct RawConfig {
     pub two_factor: RawTwoFactor,
     pub policy: RawPolicy,
     pub metrics: RawMetrics,
+    pub admin: RawAdmin,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -401,6 +402,26 @@ impl Default for RawMetrics {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9813".into(),
+        }
+    }
+}
+
+/// `[admin]`: who may use the admin console.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Usernames (as they sign in to the dashboard) allowed into the console.
+    /// They need a session that passed the second factor.
+    pub users: Vec<String>,
+    /// Where the console lives; must be under "/.gatehouse/".
+    pub path: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            path: "/.gatehouse/admin".into(),
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Settings {
     pub session: crate::session::SessionRules,
     pub lockout: crate::auth::lockout::LockoutSettings,
     pub two_factor: crate::auth::two_factor::TwoFactorSettings,
+    /// `[admin]`: console users (normalised) and path.
+    pub admin_users: Vec<String>,
+    pub admin_path: String,
     /// The metrics listener; `None` = disabled.
     pub metrics_listen: Option<SocketAddr>,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
@@ -148,6 +151,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "two_factor",
         "policy",
         "metrics",
+        "admin",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -187,6 +191,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("two_factor", two_factor);
     section!("policy", policy);
     section!("metrics", metrics);
+    section!("admin", admin);
 
     // A section that did not parse was replaced by defaults: checking those
     // would only add noise to the real error.
@@ -316,7 +321,32 @@ fn validate(
         "disabled" | "off" | "" => None,
         a => parse_addr(a, "metrics.listen", issues),
     };
+    let admin_path = raw.admin.path.trim_end_matches('/').to_string();
+    if !admin_path.starts_with("/.gatehouse/") || admin_path.contains(['?', '#', ' ', '\\']) {
+        issues.push(ConfigIssue::new(
+            "admin.path",
+            "must be a path under \"/.gatehouse/\", e.g. \"/.gatehouse/admin\"",
+        ));
+    }
+    let admin_users = raw
+        .admin
+        .users
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| {
+            let n = crate::auth::login::normalise_username(u);
+            if n.is_none() {
+                issues.push(ConfigIssue::new(
+                    format!("admin.users[{i}]"),
+                    "not a valid username",
+                ));
+            }
+            n
+        })
+        .collect();
     Some(Settings {
+        admin_users,
+        admin_path,
         metrics_listen,
         two_factor,
         login,

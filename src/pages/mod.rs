@@ -1,6 +1,7 @@
 //! gatehouse's own pages: server-rendered, compiled in, every dynamic value
 //! escaped, no JavaScript needed. `pages` renders and never decides.
 
+pub mod admin;
 pub mod qr;
 pub mod two_factor;
 

@@ -82,6 +82,9 @@ pub struct SessionRecord {
     /// A sealed TOTP seed being enrolled (not yet confirmed).
     #[serde(default)]
     pub pending_seed: Option<Vec<u8>>,
+    /// This sign-in passed a second factor (the admin console requires it).
+    #[serde(default)]
+    pub two_factor_passed: bool,
 }
 
 impl SessionRecord {

@@ -1,0 +1,186 @@
+//! The admin console's pages.
+
+use super::{esc, html, layout};
+use crate::admin::{SessionView, UserView};
+use crate::proxy::Body;
+use http::{Response, StatusCode};
+
+/// What every console page shares.
+pub struct Frame<'a> {
+    pub brand: &'a str,
+    pub base: &'a str,
+    pub csrf: &'a str,
+    pub notice: Option<String>,
+}
+
+impl Frame<'_> {
+    fn page(&self, title: &str, body: &str) -> Response<Body> {
+        let b = esc(self.base);
+        let nav = format!(
+            "<nav><a href=\"{b}\">Home</a> · <a href=\"{b}/sessions\">Sessions</a> · \
+             <a href=\"{b}/users\">Users</a> · <a href=\"{b}/policy\">Policy</a></nav>"
+        );
+        let notice = self
+            .notice
+            .as_deref()
+            .map(|n| format!("<p id=\"notice\" role=\"status\">{}</p>", esc(n)))
+            .unwrap_or_default();
+        html(
+            StatusCode::OK,
+            layout(self.brand, title, &format!("{nav}{notice}{body}")),
+        )
+    }
+
+    /// A one-button POST form carrying the CSRF token.
+    fn action(&self, action: &str, fields: &[(&str, &str)], label: &str, id: &str) -> String {
+        let hidden: String = fields
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    esc(k),
+                    esc(v)
+                )
+            })
+            .collect();
+        format!(
+            "<form method=\"post\" action=\"{}{}\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{hidden}\
+             <button type=\"submit\" id=\"{}\">{}</button></form>",
+            esc(self.base),
+            esc(action),
+            esc(self.csrf),
+            esc(id),
+            esc(label)
+        )
+    }
+}
+
+fn when(ms: u64) -> String {
+    crate::own_pages::format_ms(ms)
+}
+
+pub fn home(
+    f: &Frame<'_>,
+    sessions: &[SessionView],
+    users: &[UserView],
+    policy: &[(String, String)],
+) -> Response<Body> {
+    let locked: Vec<&str> = users
+        .iter()
+        .filter(|u| u.locked)
+        .map(|u| u.user.as_str())
+        .collect();
+    let mode = policy
+        .iter()
+        .find(|(k, _)| k == "two_factor.mode")
+        .map_or("", |(_, v)| v.as_str());
+    let logout_all = format!(
+        "<form method=\"post\" action=\"{}/logout-all\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" id=\"confirm-logout-all\" required> \
+         Yes, end every session now (users sign in again with their own credentials)</label>\
+         <button type=\"submit\" id=\"logout-all\">Log out all users</button></form>",
+        esc(f.base),
+        esc(f.csrf)
+    );
+    let body = format!(
+        "<ul><li>Active sessions: <strong id=\"active-sessions\">{}</strong></li>\
+         <li>Locked users: <strong id=\"locked-users\">{}</strong> {}</li>\
+         <li>Two-factor mode: <strong>{}</strong></li></ul>{logout_all}",
+        sessions.iter().filter(|s| s.state == "active").count(),
+        locked.len(),
+        esc(&locked.join(", ")),
+        esc(mode),
+    );
+    f.page("Administration", &body)
+}
+
+pub fn sessions(f: &Frame<'_>, sessions: &[SessionView], filter: &str) -> Response<Body> {
+    let rows: String = sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "<li><span class=\"mono\">{}</span> · {} · {} · {} · {} · since {} {} {}</li>",
+                esc(&s.reference),
+                esc(&s.user),
+                esc(&s.state),
+                esc(&s.class),
+                esc(&s.client_ip),
+                esc(&when(s.created_ms)),
+                f.action(
+                    "/sessions/revoke",
+                    &[("reference", &s.reference)],
+                    "End",
+                    &format!("revoke-{}", s.reference)
+                ),
+                f.action(
+                    "/users/logout",
+                    &[("user", &s.user)],
+                    "Log out user everywhere",
+                    &format!("logout-{}", s.reference)
+                ),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<form method=\"get\" action=\"{}/sessions\"><label for=\"user\">User</label>\
+         <input id=\"user\" name=\"user\" value=\"{}\"><button type=\"submit\">Filter</button></form>\
+         <ul id=\"sessions\">{rows}</ul>",
+        esc(f.base),
+        esc(filter)
+    );
+    f.page("Sessions", &body)
+}
+
+pub fn users(f: &Frame<'_>, users: &[UserView]) -> Response<Body> {
+    let rows: String = users
+        .iter()
+        .map(|u| {
+            let id = u.user.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+            format!(
+                "<li><strong>{}</strong> · 2FA {} ({}) · {} · last sign-in {} {}{}{}{}</li>",
+                esc(&u.user),
+                if u.two_factor_enrolled { "on" } else { "off" },
+                esc(&u.two_factor_mode),
+                if u.locked { "locked" } else { "not locked" },
+                esc(&when(u.last_sign_in_ms)),
+                f.action(
+                    "/users/require-2fa",
+                    &[("user", &u.user)],
+                    "Require 2FA",
+                    &format!("require-{id}")
+                ),
+                f.action(
+                    "/users/reset-2fa",
+                    &[("user", &u.user)],
+                    "Reset 2FA",
+                    &format!("reset-{id}")
+                ),
+                f.action(
+                    "/users/disable-2fa",
+                    &[("user", &u.user)],
+                    "Disable 2FA",
+                    &format!("disable-{id}")
+                ),
+                if u.locked {
+                    f.action(
+                        "/users/unlock",
+                        &[("user", &u.user)],
+                        "Unlock",
+                        &format!("unlock-{id}"),
+                    )
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .collect();
+    f.page("Users", &format!("<ul id=\"users\">{rows}</ul>"))
+}
+
+pub fn policy(f: &Frame<'_>, lines: &[(String, String)]) -> Response<Body> {
+    let rows: String = lines
+        .iter()
+        .map(|(k, v)| format!("<li><code>{}</code>: {}</li>", esc(k), esc(v)))
+        .collect();
+    f.page("Policy in force", &format!("<ul id=\"policy\">{rows}</ul>"))
+}
