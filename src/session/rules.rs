@@ -138,6 +138,7 @@ mod tests {
             return_to: None,
             second_factor: None,
             pending_seed: None,
+            two_factor_passed: false,
         }
     }
 
