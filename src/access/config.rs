@@ -331,3 +331,225 @@ fn check_countries(
     }
     Some(set)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on bad fixtures
+mod tests {
+    use super::*;
+    use crate::access::path::normalise;
+    use figment::providers::{Format, Toml};
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        geoip: RawGeoip,
+        #[serde(default)]
+        access: RawAccess,
+    }
+
+    fn parse(text: &str) -> Doc {
+        figment::Figment::from(Toml::string(text))
+            .extract()
+            .unwrap()
+    }
+
+    fn issues(text: &str) -> Vec<ConfigIssue> {
+        let doc = parse(text);
+        validate(&doc.access, doc.geoip.database.is_some()).unwrap_err()
+    }
+
+    fn keys(issues: &[ConfigIssue]) -> Vec<&str> {
+        issues.iter().map(|i| i.key.as_str()).collect()
+    }
+
+    /// DESIGN.md's sketch, with its `a = 1 ; b = 2` shorthand (not TOML) on separate lines.
+    const DESIGN_EXAMPLE: &str = r#"
+        [geoip]
+        database = "/var/lib/GeoIP/GeoLite2-Country.mmdb"
+
+        [[access.area]]
+        name = "recordings"
+        title = "Call Recording Access"
+        paths = ["/recordings/"]
+        hosts = []
+        countries = ["GB", "SE"]
+        ip_restriction = true
+        allow = [ { ip = "1.1.1.1", note = "Office" }, { cidr = "10.1.0.0/16", note = "VPN" }, { range = "2.2.2.1-2.2.2.50", note = "Branch" } ]
+
+        [[access.area]]
+        name = "default"
+        countries = ["GB"]
+    "#;
+
+    #[test]
+    fn design_example_validates() {
+        let doc = parse(DESIGN_EXAMPLE);
+        let policy = validate(&doc.access, doc.geoip.database.is_some()).unwrap();
+        let rec = policy.area("recordings").unwrap();
+        assert_eq!(rec.title, "Call Recording Access");
+        assert!(rec.ip_restriction);
+        assert!(!rec.case_insensitive);
+        assert_eq!(rec.allow.find("2.2.2.7".parse().unwrap()), Some("Branch"));
+        assert_eq!(
+            rec.countries
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+            ["GB", "SE"]
+        );
+        let default = policy.area_for("pbx", &normalise("/login").unwrap());
+        assert_eq!(default.title, "Login Access");
+        assert!(default.needs_country());
+    }
+
+    #[test]
+    fn empty_config_admits_everyone() {
+        let doc = parse("");
+        let policy = validate(&doc.access, false).unwrap();
+        assert_eq!(policy.areas().count(), 1);
+        assert!(!policy.default_area().ip_restriction);
+        assert_eq!(validate_geoip(&doc.geoip), Ok(None));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let found = issues(
+            r#"
+            [[access.area]]
+            name = "recordings"
+            paths = ["/recordings/", "recordings", "/%72ecordings/x", "/a;b"]
+            hosts = ["dash.example.com:443", "*.example.com", "https://x", "[::1]", "bad host"]
+            countries = ["GB", "UK", "de", "Germany"]
+            ip_restriction = true
+            allow = [ { ip = "1.1.1.1" }, { cidr = "10.1.2.3/16" }, "0313.0.113.9", { range = "2.2.2.9-2.2.2.1" } ]
+
+            [[access.area]]
+            name = "recordings"
+            ip_restriction = true
+
+            [[access.area]]
+            name = "default"
+            paths = ["/login"]
+
+            [[access.area]]
+            name = "bad name!"
+            paths = ["/x/"]
+            case_insensitive = true
+
+            [[access.area]]
+            name = "ci"
+            paths = ["/caf%C3%A9/"]
+            case_insensitive = true
+            "#,
+        );
+        assert_eq!(
+            keys(&found),
+            [
+                "access.area[0].paths[1]",
+                "access.area[0].paths[2]",
+                "access.area[0].paths[3]",
+                "access.area[0].hosts[0]",
+                "access.area[0].hosts[1]",
+                "access.area[0].hosts[2]",
+                "access.area[0].hosts[4]",
+                "access.area[0].countries",
+                "access.area[0].countries[1]",
+                "access.area[0].countries[2]",
+                "access.area[0].countries[3]",
+                "access.area[0].allow[1].cidr",
+                "access.area[0].allow[2]",
+                "access.area[0].allow[3].range",
+                "access.area[1].name",
+                "access.area[1].paths",
+                "access.area[1].allow",
+                "access.area[2].paths",
+                "access.area[3].name",
+                "access.area[4].paths[0]",
+            ],
+            "{found:#?}"
+        );
+        let message = |key: &str| {
+            found
+                .iter()
+                .find(|i| i.key == key)
+                .map(|i| i.message.clone())
+                .unwrap()
+        };
+        assert!(message("access.area[0].countries").contains("geoip.database"));
+        assert!(message("access.area[0].countries[1]").contains("\"GB\""));
+        assert!(message("access.area[0].countries[2]").contains("\"DE\""));
+        assert!(message("access.area[0].paths[2]").contains("/recordings/x"));
+        assert!(message("access.area[0].allow[1].cidr").contains("10.1.0.0/16"));
+        assert!(message("access.area[1].allow").contains("lock everyone out"));
+        assert!(message("access.area[1].name").contains("access.area[0]"));
+    }
+
+    #[test]
+    fn two_areas_claiming_one_prefix_for_the_same_hosts_is_an_error() {
+        let found = issues(
+            r#"
+            [[access.area]]
+            name = "a"
+            paths = ["/x/"]
+            [[access.area]]
+            name = "b"
+            paths = ["/x/"]
+            [[access.area]]
+            name = "c"
+            paths = ["/x/"]
+            hosts = ["dash.example.com"]
+            "#,
+        );
+        assert_eq!(keys(&found), ["access.area[1].paths"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = figment::Figment::from(Toml::string(
+            r#"
+            [[access.area]]
+            name = "a"
+            paths = ["/x/"]
+            ip_restrictions = true
+            "#,
+        ))
+        .extract::<Doc>()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ip_restrictions"), "{err}");
+    }
+
+    #[test]
+    fn countries_need_a_geoip_database() {
+        let found = issues(
+            r#"
+            [[access.area]]
+            name = "a"
+            paths = ["/x/"]
+            countries = ["DE"]
+            "#,
+        );
+        assert_eq!(keys(&found), ["access.area[0].countries"]);
+        let doc = parse(
+            r#"
+            [[access.area]]
+            name = "a"
+            paths = ["/x/"]
+            countries = []
+            "#,
+        );
+        assert!(validate(&doc.access, false).is_ok(), "empty list = all");
+    }
+
+    #[test]
+    fn empty_geoip_path_is_refused() {
+        let doc = parse(r#"geoip = { database = "" }"#);
+        assert_eq!(
+            keys(&validate_geoip(&doc.geoip).unwrap_err()),
+            ["geoip.database"]
+        );
+    }
+}

@@ -310,11 +310,9 @@ async fn watch(weak: Weak<GeoInner>, path: PathBuf, interval: Duration) {
         let Some(inner) = weak.upgrade() else {
             return;
         };
-        let stamp = match tokio::fs::metadata(&path).await {
-            Ok(_) => match file_stamp(&path) {
-                Ok(stamp) => stamp,
-                Err(_) => continue,
-            },
+        // One stat(2) every few seconds: not worth a blocking-pool round trip.
+        let stamp = match file_stamp(&path) {
+            Ok(stamp) => stamp,
             Err(err) => {
                 // Between geoipupdate's unlink and rename, or removed by hand: keep
                 // using what is loaded.
@@ -374,5 +372,243 @@ fn common_mistake(code: &str) -> Option<String> {
             Some(upper)
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on bad fixtures
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const TEST_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/test-country.mmdb");
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn code(geo: &Geo, addr: &str) -> Option<String> {
+        geo.lookup(ip(addr)).map(|c| c.to_string())
+    }
+
+    /// A country database with `country.iso_code` (or only `registered_country`).
+    fn build_db(ranges: &[(&str, Option<&str>, Option<&str>)]) -> Vec<u8> {
+        let mut writer = mmdb_writer::Writer::builder("Test-Country")
+            .description(&[("en", "unit test database")])
+            .build();
+        for (net, country, registered) in ranges {
+            let mut record = BTreeMap::new();
+            if let Some(c) = country {
+                record.insert("country", BTreeMap::from([("iso_code", *c)]));
+            }
+            if let Some(r) = registered {
+                record.insert("registered_country", BTreeMap::from([("iso_code", *r)]));
+            }
+            writer
+                .insert(net.parse::<ipnet::IpNet>().unwrap(), &record)
+                .unwrap();
+        }
+        writer.to_bytes().unwrap()
+    }
+
+    /// Replace `path` atomically, the way geoipupdate does.
+    fn replace_file(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn committed_test_database_answers_documented_ranges() {
+        let geo = Geo::open(TEST_DB).unwrap();
+        for (addr, expected) in [
+            ("81.2.69.1", "GB"),
+            ("81.2.69.255", "GB"),
+            ("89.160.20.128", "SE"),
+            ("203.0.113.0", "DE"),
+            ("203.0.113.9", "DE"),
+            ("203.0.113.255", "DE"),
+            ("198.51.100.7", "US"),
+            ("192.0.2.1", "FR"),
+            ("2001:db8:de::1", "DE"),
+            ("2001:db8:de:ffff::1", "DE"),
+            ("2001:db8:9b::1", "GB"),
+            ("::ffff:203.0.113.9", "DE"),
+            ("::ffff:81.2.69.1", "GB"),
+        ] {
+            assert_eq!(code(&geo, addr).as_deref(), Some(expected), "{addr}");
+        }
+        for unknown in [
+            "203.0.112.255",
+            "203.0.114.0",
+            "10.0.0.5",
+            "127.0.0.1",
+            "192.168.1.1",
+            "::1",
+            "fe80::1",
+            "2001:db8:df::1",
+            "8.8.8.8",
+        ] {
+            assert_eq!(code(&geo, unknown), None, "{unknown}");
+        }
+        let info = geo.info().unwrap();
+        assert_eq!(info.database_type, "Gatehouse-Test-Country");
+        let reader = Reader::open_readfile(TEST_DB).unwrap();
+        reader.verify().unwrap();
+    }
+
+    #[test]
+    fn country_codes_are_two_upper_case_letters() {
+        assert_eq!("DE".parse::<Country>().unwrap().to_string(), "DE");
+        assert_eq!(
+            format!("{:?}", "GB".parse::<Country>().unwrap()),
+            "Country(GB)"
+        );
+        for bad in ["", "D", "DEU", "D1", "Ü1", "12", " DE", "GERMANY"] {
+            assert!(
+                matches!(bad.parse::<Country>(), Err(CountryCodeError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let uk = "UK".parse::<Country>().unwrap_err();
+        assert!(uk.to_string().contains("did you mean \"GB\""), "{uk}");
+        assert!(matches!(
+            "de".parse::<Country>(),
+            Err(CountryCodeError::CommonMistake { suggest, .. }) if suggest == "DE"
+        ));
+        assert!(matches!(
+            "EL".parse::<Country>(),
+            Err(CountryCodeError::CommonMistake { suggest, .. }) if suggest == "GR"
+        ));
+    }
+
+    #[test]
+    fn without_a_database_every_country_is_unknown() {
+        let geo = Geo::disabled();
+        assert!(!geo.is_enabled());
+        assert_eq!(geo.lookup(ip("203.0.113.9")), None);
+        assert!(matches!(geo.reload(), Err(GeoError::NotConfigured)));
+        assert!(Geo::from_config(None)
+            .unwrap()
+            .lookup(ip("81.2.69.1"))
+            .is_none());
+    }
+
+    #[test]
+    fn loading_errors_name_the_config_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.mmdb");
+        let err = Geo::open(&missing).unwrap_err();
+        assert!(matches!(err, GeoError::Read { .. }));
+        assert!(err.to_string().starts_with("geoip.database: "), "{err}");
+        let issue = err.to_config_issue();
+        assert_eq!(issue.key, "geoip.database");
+        assert!(issue.message.contains("missing.mmdb"));
+
+        let junk = dir.path().join("junk.mmdb");
+        std::fs::write(&junk, b"not a database").unwrap();
+        let err = Geo::open(&junk).unwrap_err();
+        assert!(matches!(err, GeoError::Invalid { .. }), "{err}");
+        assert!(err.to_string().starts_with("geoip.database: "), "{err}");
+    }
+
+    #[test]
+    fn registered_country_is_the_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.mmdb");
+        std::fs::write(
+            &path,
+            build_db(&[
+                ("198.51.100.0/24", None, Some("US")),
+                ("203.0.113.0/24", Some("DE"), Some("US")),
+                ("192.0.2.0/24", Some("bogus"), Some("FR")),
+            ]),
+        )
+        .unwrap();
+        let geo = Geo::open(&path).unwrap();
+        assert_eq!(code(&geo, "198.51.100.7").as_deref(), Some("US"));
+        assert_eq!(code(&geo, "203.0.113.7").as_deref(), Some("DE"));
+        assert_eq!(code(&geo, "192.0.2.7").as_deref(), Some("FR"));
+    }
+
+    #[test]
+    fn reload_keeps_the_old_database_when_the_new_file_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.mmdb");
+        std::fs::write(&path, build_db(&[("203.0.113.0/24", Some("DE"), None)])).unwrap();
+        let geo = Geo::open(&path).unwrap();
+        let clone = geo.clone();
+
+        replace_file(&path, b"truncated download");
+        assert!(matches!(geo.reload(), Err(GeoError::Invalid { .. })));
+        assert_eq!(code(&clone, "203.0.113.9").as_deref(), Some("DE"));
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(geo.reload(), Err(GeoError::Read { .. })));
+        assert_eq!(code(&clone, "203.0.113.9").as_deref(), Some("DE"));
+
+        replace_file(&path, &build_db(&[("203.0.113.0/24", Some("SE"), None)]));
+        geo.reload().unwrap();
+        assert_eq!(code(&clone, "203.0.113.9").as_deref(), Some("SE"));
+    }
+
+    /// Poll (briefly) until `check` holds; the watcher runs every 50 ms here.
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn watcher_picks_up_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.mmdb");
+        std::fs::write(&path, build_db(&[("203.0.113.0/24", Some("DE"), None)])).unwrap();
+        let geo = Geo::open(&path).unwrap();
+        let watcher = geo.spawn_watcher(Duration::from_millis(50)).unwrap();
+
+        replace_file(&path, &build_db(&[("203.0.113.0/24", Some("GB"), None)]));
+        eventually("the new database", || {
+            code(&geo, "203.0.113.9").as_deref() == Some("GB")
+        })
+        .await;
+
+        // A broken replacement is refused; the loaded database stays.
+        replace_file(&path, b"broken");
+        eventually("the broken file to be refused", || {
+            refused(&geo.inner).is_some()
+        })
+        .await;
+        assert_eq!(code(&geo, "203.0.113.9").as_deref(), Some("GB"));
+
+        // And a good file after the broken one is picked up again.
+        replace_file(&path, &build_db(&[("203.0.113.0/24", Some("SE"), None)]));
+        eventually("the repaired database", || {
+            code(&geo, "203.0.113.9").as_deref() == Some("SE")
+        })
+        .await;
+        watcher.abort();
+    }
+
+    #[tokio::test]
+    async fn watcher_ends_with_the_last_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.mmdb");
+        std::fs::write(&path, build_db(&[("203.0.113.0/24", Some("DE"), None)])).unwrap();
+        let geo = Geo::open(&path).unwrap();
+        let watcher = geo.spawn_watcher(Duration::from_millis(20)).unwrap();
+        drop(geo);
+        tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("watcher should stop")
+            .unwrap();
+        assert!(Geo::disabled()
+            .spawn_watcher(Duration::from_millis(20))
+            .is_none());
     }
 }

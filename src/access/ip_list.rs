@@ -531,6 +531,7 @@ fn push_span(out: &mut Spans<u128>, first: u128, last: u128, entry: u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on bad fixtures
 mod tests {
     use super::*;
 
@@ -693,7 +694,8 @@ mod tests {
     #[test]
     fn strict_parser_refuses_ambiguous_spellings() {
         use IpEntryError::*;
-        let cases: &[(&str, fn(&IpEntryError) -> bool)] = &[
+        type Expect = fn(&IpEntryError) -> bool;
+        let cases: &[(&str, Expect)] = &[
             ("fe80::1%eth0", |e| matches!(e, ZoneId(_))),
             ("203.000.113.009", |e| matches!(e, LeadingZero(_))),
             ("0313.0.113.9", |e| matches!(e, LeadingZero(_))),

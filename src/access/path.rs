@@ -349,6 +349,7 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on bad fixtures
 mod tests {
     use super::*;
     use PathError::*;
