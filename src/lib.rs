@@ -2,6 +2,7 @@
 //! dashboard. See DESIGN.md for the path of a request; `gate.rs` strings the
 //! stages together.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;
