@@ -23,6 +23,9 @@ pub struct Event<'a> {
     pub reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<&'a str>,
+    /// The reference shown to a refused user, to find this line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'a str>,
 }
 
 impl Event<'_> {

@@ -7,7 +7,6 @@
 //! chain gets `Unknown`, never its own address (SECURITY-TESTS 14, 17).
 
 use http::HeaderMap;
-use ipnet::IpNet;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -40,20 +39,15 @@ impl fmt::Display for ClientIp {
 
 /// The peers allowed to speak for clients (`server.trusted_proxies`).
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies(crate::access::IpList);
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        Self(nets)
+    pub fn new(list: crate::access::IpList) -> Self {
+        Self(list)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|n| n.contains(&ip))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.contains(ip.to_canonical())
     }
 }
 
@@ -105,7 +99,8 @@ mod tests {
     use http::HeaderValue;
 
     fn trusted() -> TrustedProxies {
-        TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("net")])
+        let raw = [crate::access::RawIpEntry::Plain("10.0.0.0/8".into())];
+        TrustedProxies::new(crate::access::IpList::from_raw(&raw, "t").expect("list"))
     }
 
     fn xff(values: &[&str]) -> HeaderMap {

@@ -38,6 +38,8 @@ pub struct Live {
     pub trusted: TrustedProxies,
     pub sessions: Sessions,
     pub lockout: Lockout,
+    /// Re-reads the GeoIP file when it changes; ends with this configuration.
+    _geo_watcher: Option<crate::AbortOnDrop>,
 }
 
 /// Why a configuration could not be put into service.
@@ -55,6 +57,10 @@ impl Live {
             tls: crate::tls::build(&settings.server.tls)?,
             upstream: Upstream::new(&settings.upstream)?,
             trusted: TrustedProxies::new(settings.server.trusted_proxies.clone()),
+            _geo_watcher: settings
+                .geo
+                .spawn_watcher(Duration::from_secs(2))
+                .map(crate::AbortOnDrop),
             sessions: Sessions::new(store.clone(), settings.session.clone()),
             lockout: Lockout::new(store.clone(), settings.lockout.clone()),
             settings: Arc::new(settings),
@@ -91,6 +97,8 @@ struct Facts {
     path: String,
     query: Option<String>,
     user: Option<String>,
+    area: String,
+    country: Option<crate::access::Country>,
     now_ms: u64,
 }
 
@@ -108,6 +116,8 @@ impl Gate {
             path: req.uri().path().to_string(),
             query: None,
             user: None,
+            area: String::new(),
+            country: None,
             now_ms: self.now_ms(),
         };
         let mut upstream_time = None;
@@ -137,6 +147,7 @@ impl Gate {
                 path = ?facts.path,
                 status = resp.status().as_u16(),
                 client = %facts.client,
+                area = %facts.area,
                 user = ?facts.user.as_deref().unwrap_or("-"),
                 ms = started.elapsed().as_secs_f64() * 1000.0,
                 upstream_ms = upstream_time.map(|d: Duration| d.as_secs_f64() * 1000.0),
@@ -172,9 +183,61 @@ impl Gate {
         if !hosts.is_empty() && !hosts.contains(&host_without_port(&facts.host)) {
             return Err(GateError::Misdirected);
         }
-        let target = forwarded_target(&req)?;
-        facts.path = target.path().to_string();
+        let raw_target = forwarded_target(&req)?;
+        // The path is normalised once; the area is chosen on it and exactly
+        // it is forwarded, so what was checked is what is served.
+        let path = crate::access::normalise(raw_target.path())
+            .map_err(|_| GateError::BadRequest("ambiguous path"))?;
+        let target = match raw_target.query() {
+            Some(q) => PathAndQuery::try_from(format!("{}?{q}", path.as_str())),
+            None => PathAndQuery::try_from(path.as_str().to_string()),
+        }
+        .map_err(|_| GateError::BadRequest("invalid request target"))?;
+        facts.path = path.as_str().to_string();
         facts.query = target.query().map(str::to_string);
+
+        // 3. access: the area's address and country rules.
+        let area = live.settings.access.area_for(&facts.host, &path);
+        facts.area = area.name.clone();
+        facts.country = facts
+            .client
+            .addr()
+            .and_then(|ip| live.settings.geo.lookup(ip));
+        let refusal = match facts.client.addr() {
+            Some(ip) => match crate::access::decide(
+                area,
+                &crate::access::ClientFacts {
+                    ip,
+                    country: facts.country,
+                },
+            ) {
+                crate::access::Decision::Allow => None,
+                crate::access::Decision::Deny(reason) => Some(reason.code()),
+            },
+            // A client a trusted proxy could not name is on no list and in no country.
+            None if area.ip_restriction || area.needs_country() => Some("unknown_client"),
+            None => None,
+        };
+        if let Some(reason) = refusal {
+            let reference = hex::encode(rand::random::<[u8; 6]>());
+            let country = facts.country.map(|c| c.to_string());
+            Event {
+                event: "access_denied",
+                ip: Some(facts.client.to_string()),
+                country: country.as_deref(),
+                area: Some(&area.name),
+                reason: Some(reason),
+                reference: Some(&reference),
+                ..Event::default()
+            }
+            .emit();
+            metrics::counter!("gatehouse_access_denied_total", "area" => area.name.clone(), "reason" => reason)
+                .increment(1);
+            return Err(GateError::AccessDenied {
+                reason: reason.to_string(),
+                reference,
+            });
+        }
 
         // 4. session: the browser's cookie → a stored session (one round trip).
         let sid = gh_cookie::read_session(req.headers())
@@ -415,7 +478,7 @@ impl Gate {
             last_seen_ms: facts.now_ms,
             class: live.sessions.rules.classify(&user_agent, &facts.path),
             client_ip: ip.clone(),
-            country: None,
+            country: facts.country.map(|c| c.to_string()),
             user_agent,
             vault: prior_vault.merged(answer_vault),
             csrf: SessionId::generate().as_cookie_value().to_string(),

@@ -139,7 +139,7 @@ pub struct Handle {
 }
 
 /// Stops a background task when its owner goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -219,8 +219,9 @@ fn policy_lines(ctx: &Ctx<'_>) -> Vec<(String, String)> {
             "two_factor.trusted_networks".into(),
             s.two_factor
                 .trusted_networks
+                .entries()
                 .iter()
-                .map(|n| n.to_string())
+                .map(|e| e.spec.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         ),

@@ -5,7 +5,6 @@ use super::recovery::RecoveryCodes;
 use super::totp::{self, TotpError, TotpSecret};
 use crate::session::SecondFactor;
 use crate::store::{Key, Sealer, Store, StoreError};
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,7 +43,7 @@ impl Mode {
 #[derive(Debug, Clone)]
 pub struct TwoFactorSettings {
     pub mode: Mode,
-    pub trusted_networks: Vec<IpNet>,
+    pub trusted_networks: crate::access::IpList,
     pub issuer: String,
     pub domains: Vec<(String, Mode)>,
 }
@@ -67,10 +66,7 @@ impl TwoFactorSettings {
     }
 
     fn trusted(&self, ip: Option<IpAddr>) -> bool {
-        ip.is_some_and(|ip| {
-            let ip = ip.to_canonical();
-            self.trusted_networks.iter().any(|n| n.contains(&ip))
-        })
+        ip.is_some_and(|ip| self.trusted_networks.contains(ip.to_canonical()))
     }
 
     /// What a user who just passed the password step must do next.
@@ -365,7 +361,11 @@ mod tests {
     fn settings(mode: Mode) -> TwoFactorSettings {
         TwoFactorSettings {
             mode,
-            trusted_networks: vec!["192.0.2.0/24".parse().expect("net")],
+            trusted_networks: crate::access::IpList::from_raw(
+                &[crate::access::RawIpEntry::Plain("192.0.2.0/24".into())],
+                "t",
+            )
+            .expect("list"),
             issuer: "PBX".into(),
             domains: vec![("example.com".into(), Mode::Required)],
         }

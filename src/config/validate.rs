@@ -22,6 +22,10 @@ pub struct Settings {
     pub session: crate::session::SessionRules,
     pub lockout: crate::auth::lockout::LockoutSettings,
     pub two_factor: crate::auth::two_factor::TwoFactorSettings,
+    /// `[[access.area]]`: who may enter which part of the dashboard.
+    pub access: crate::access::AccessPolicy,
+    /// The GeoIP database (disabled when `geoip.database` is absent).
+    pub geo: crate::access::Geo,
     /// `[admin]`: console users (normalised) and path.
     pub admin_users: Vec<String>,
     pub admin_path: String,
@@ -36,7 +40,7 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     pub redirect_http: Option<SocketAddr>,
     pub hosts: Vec<String>,
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: crate::access::IpList,
     pub proxy_protocol: bool,
     pub hsts_max_age: Option<Duration>,
     pub brand: String,
@@ -152,6 +156,8 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "policy",
         "metrics",
         "admin",
+        "access",
+        "geoip",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -192,11 +198,39 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("policy", policy);
     section!("metrics", metrics);
     section!("admin", admin);
+    // Access areas are deserialized by their own module's raw types.
+    let mut raw_access = crate::access::RawAccess::default();
+    let mut raw_geoip = crate::access::RawGeoip::default();
+    if figment.contains("access") {
+        match figment.extract_inner("access") {
+            Ok(v) => raw_access = v,
+            Err(e) => {
+                collect_figment(&mut issues, Some("access"), e);
+                broken.push("access");
+            }
+        }
+    }
+    if figment.contains("geoip") {
+        match figment.extract_inner("geoip") {
+            Ok(v) => raw_geoip = v,
+            Err(e) => {
+                collect_figment(&mut issues, Some("geoip"), e);
+                broken.push("geoip");
+            }
+        }
+    }
 
     // A section that did not parse was replaced by defaults: checking those
     // would only add noise to the real error.
     let mut semantic = Vec::new();
-    let settings = validate(raw, base, &mut semantic);
+    let settings = validate(raw, base, &mut semantic).map(|mut s| {
+        s.geo = validate_geoip(&raw_geoip, base, &mut semantic);
+        match crate::access::validate(&raw_access, s.geo.is_enabled()) {
+            Ok(policy) => s.access = policy,
+            Err(found) => semantic.extend(found),
+        }
+        s
+    });
     issues.extend(
         semantic
             .into_iter()
@@ -258,12 +292,7 @@ fn validate(
         .redirect_http
         .as_deref()
         .and_then(|a| parse_addr(a, "server.redirect_http", issues));
-    let trusted_proxies = s
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| parse_net(p, &format!("server.trusted_proxies[{i}]"), issues))
-        .collect();
+    let trusted_proxies = ip_list(&s.trusted_proxies, "server.trusted_proxies", issues);
     let hosts = s
         .hosts
         .iter()
@@ -345,6 +374,8 @@ fn validate(
         })
         .collect();
     Some(Settings {
+        access: crate::access::AccessPolicy::default(),
+        geo: crate::access::Geo::disabled(),
         admin_users,
         admin_path,
         metrics_listen,
@@ -524,12 +555,7 @@ fn validate_two_factor(
         ));
         Mode::Required
     });
-    let trusted_networks = t
-        .trusted_networks
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| parse_net(n, &format!("two_factor.trusted_networks[{i}]"), issues))
-        .collect::<Vec<_>>();
+    let trusted_networks = ip_list(&t.trusted_networks, "two_factor.trusted_networks", issues);
     if mode == Mode::OutsideTrusted && trusted_networks.is_empty() {
         issues.push(ConfigIssue::new(
             "two_factor.trusted_networks",
@@ -734,6 +760,37 @@ fn parse_addr(text: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<So
         .ok()
 }
 
+/// A list of plain-string entries (IPs, CIDRs, ranges) as an [`IpList`].
+fn ip_list(entries: &[String], key: &str, issues: &mut Vec<ConfigIssue>) -> crate::access::IpList {
+    let raw: Vec<crate::access::RawIpEntry> = entries
+        .iter()
+        .map(|e| crate::access::RawIpEntry::Plain(e.clone()))
+        .collect();
+    crate::access::IpList::from_raw(&raw, key).unwrap_or_else(|found| {
+        issues.extend(found);
+        crate::access::IpList::default()
+    })
+}
+
+fn validate_geoip(
+    raw: &crate::access::RawGeoip,
+    base: Option<&Path>,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::access::Geo {
+    let path = match crate::access::config::validate_geoip(raw) {
+        Ok(p) => p.map(|p| resolve(base, &p)),
+        Err(found) => {
+            issues.extend(found);
+            None
+        }
+    };
+    crate::access::Geo::from_config(path.as_deref()).unwrap_or_else(|e| {
+        issues.push(e.to_config_issue());
+        crate::access::Geo::disabled()
+    })
+}
+
+#[allow(dead_code)]
 fn parse_net(text: &str, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<IpNet> {
     let t = text.trim();
     if let Ok(net) = t.parse::<IpNet>() {
