@@ -40,7 +40,13 @@ enum Command {
         big_recording_mib: u64,
     },
     /// Check a configuration file: prints "ok" or every problem with its key.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Also say, per access area, whether this client address would be
+        /// let in (and warn when the admin console would refuse it).
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+    },
     /// Manage sessions and users directly in the configured store (for
     /// automation, and for recovery when nobody can sign in).
     Admin {
@@ -121,7 +127,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::CheckConfig { file } => check_config(&file),
+            Command::CheckConfig { file, client_ip } => check_config(&file, client_ip),
             Command::Run { config } => match validate::load_file(&config) {
                 Ok(settings) => exit(run(settings).await),
                 Err(e) => {
@@ -158,10 +164,13 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn check_config(file: &Path) -> ExitCode {
+fn check_config(file: &Path, client_ip: Option<std::net::IpAddr>) -> ExitCode {
     match validate::load_file(file) {
-        Ok(_) => {
+        Ok(settings) => {
             println!("ok");
+            if let Some(ip) = client_ip {
+                explain_access(&settings, ip);
+            }
             ExitCode::SUCCESS
         }
         Err(ConfigError::Invalid(issues)) => {
@@ -427,4 +436,36 @@ fn format_ms(ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "-".into())
+}
+
+/// Per area: would `ip` be let in? Warn loudly when the admin console's area
+/// would refuse it (the operator is about to lock themselves out).
+fn explain_access(settings: &Settings, ip: std::net::IpAddr) {
+    use gatehouse::access::{decide, ClientFacts, Decision};
+    let country = settings.geo.lookup(ip);
+    println!(
+        "client {ip}: country {}",
+        country.map_or("unknown".to_string(), |c| c.to_string())
+    );
+    let admin_path = gatehouse::access::normalise(&settings.admin_path).ok();
+    let admin_area = admin_path
+        .as_ref()
+        .map(|p| settings.access.area_for("", p).name.clone());
+    for area in settings.access.areas() {
+        let verdict = match decide(area, &ClientFacts { ip, country }) {
+            Decision::Allow => "admitted".to_string(),
+            Decision::Deny(reason) => format!("REFUSED ({reason})"),
+        };
+        println!(
+            "  area {:<16} {:<28} {verdict}",
+            area.name,
+            format!("\"{}\"", area.title)
+        );
+        if Some(&area.name) == admin_area.as_ref() && verdict != "admitted" {
+            eprintln!(
+                "warning: the admin console ({}) is in area \"{}\", which refuses {ip}: you would lock yourself out of it",
+                settings.admin_path, area.name
+            );
+        }
+    }
 }
