@@ -502,3 +502,73 @@ async fn no_seed_or_recovery_code_is_stored_in_clear(b: Backend) {
         );
     }
 }
+
+/// Paint the enrollment page's own SVG (its `M x y h n v1 h-n z` runs on a
+/// module grid) into a bitmap and decode it with a real QR decoder.
+fn decode_svg_qr(svg: &str) -> String {
+    let view = svg
+        .split("viewBox=\"0 0 ")
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .expect("viewBox");
+    let size: usize = view.parse().expect("size");
+    let d = svg
+        .split(" d=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .expect("path");
+    let mut dark = vec![false; size * size];
+    for cmd in d.split('M').filter(|c| !c.is_empty()) {
+        let (xy, rest) = cmd.split_once('h').expect("run");
+        let mut it = xy.split_whitespace();
+        let x: usize = it.next().and_then(|v| v.parse().ok()).expect("x");
+        let y: usize = it.next().and_then(|v| v.parse().ok()).expect("y");
+        let run: usize = rest
+            .split('v')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("run");
+        for i in x..x + run {
+            dark[y * size + i] = true;
+        }
+    }
+    const SCALE: usize = 4;
+    let mut img =
+        rqrr::PreparedImage::prepare_from_greyscale(size * SCALE, size * SCALE, |x, y| {
+            if dark[(y / SCALE) * size + x / SCALE] {
+                0
+            } else {
+                255
+            }
+        });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code on the page");
+    grids[0].decode().expect("the QR code decodes").1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_qr_decodes_to_exactly_the_otpauth_uri_with_the_shown_key() {
+    let s = Scenario::start(Backend::Embedded, "[two_factor]\nissuer = \"Example PBX\"").await;
+    let (cookie, to) = s.password("alice@example.com").await;
+    let page = s.get(&to, &cookie).await.text();
+    let svg_start = page.find("<svg").expect("inline svg");
+    let svg = &page[svg_start
+        ..page[svg_start..]
+            .find("</svg>")
+            .map(|e| svg_start + e + 6)
+            .expect("svg end")];
+    assert!(svg.contains("id=\"totp-qr\""));
+    let shown = attr(&page, "data-secret");
+    let secret = TotpSecret::from_base32(&shown).expect("secret");
+    let uri = decode_svg_qr(svg);
+    assert_eq!(
+        uri,
+        gatehouse::auth::totp::otpauth_uri(&secret, "Example PBX", "alice@example.com")
+    );
+    assert!(
+        uri.starts_with("otpauth://totp/Example%20PBX:alice%40example.com?secret="),
+        "{uri}"
+    );
+    assert!(uri.contains(&format!("secret={shown}&")), "{uri}");
+    assert!(uri.ends_with("&algorithm=SHA1&digits=6&period=30"), "{uri}");
+}
