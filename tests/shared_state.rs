@@ -6,7 +6,7 @@ mod support;
 
 use http::{StatusCode, Version};
 use std::time::{Duration, Instant};
-use support::gateway::{get_with, login_post, session_cookie, Config, TestDir, TestGateway};
+use support::gateway::{get_with, login_post, session_cookie, Config, TestDir};
 use support::process::{free_port, Proc};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
@@ -17,49 +17,63 @@ fn shared_config(redis: &RedisServer) -> Config {
         .rest("[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]")
 }
 
+/// A gateway process on `port` with `config`.
+fn gateway_process(dir: &TestDir, config: &Config, upstream: &str, port: u16) -> Proc {
+    let path = dir.write_config(config, upstream, &format!("127.0.0.1:{port}"));
+    let mut p = Proc::spawn(
+        &["run", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert!(
+        p.wait_for("listening", Duration::from_secs(20)).is_some(),
+        "{:?}",
+        p.log
+    );
+    p
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn two_gateways_on_one_redis_share_sessions_revocations_and_lockouts() {
+async fn two_gateway_processes_on_one_redis_share_sessions_revocations_and_lockouts() {
     let redis = RedisServer::start();
     let up = Recorder::start().await;
-    let a = TestGateway::start(&shared_config(&redis), &up.url()).await;
-    let b = TestGateway::start(&shared_config(&redis), &up.url()).await;
-    let send = |gw: &TestGateway, req| {
-        let client = gw.client();
-        let addr = gw.addr();
-        async move { client.send(addr, Version::HTTP_11, req).await }
+    let (dir_a, dir_b) = (TestDir::new(), TestDir::new());
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = gateway_process(&dir_a, &shared_config(&redis), &up.url(), port_a);
+    let _b = gateway_process(&dir_b, &shared_config(&redis), &up.url(), port_b);
+    let addr = |p: u16| -> std::net::SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
+    // Both certificates are trusted by one client.
+    let client = support::gateway::Client::trusting(&[&dir_a.cert, &dir_b.cert]);
+    let on = |port: u16, req| {
+        let client = client.clone();
+        async move { client.send(addr(port), Version::HTTP_11, req).await }
     };
 
-    let login = send(&a, login_post("alice@example.com", PASSWORD, "", &[])).await;
+    let login = on(port_a, login_post("alice@example.com", PASSWORD, "", &[])).await;
     let cookie = session_cookie(&login).expect("session from A");
     assert_eq!(
-        send(&b, get_with("/home", &cookie, &[])).await.status,
+        on(port_b, get_with("/home", &cookie, &[])).await.status,
         StatusCode::OK,
         "B does not know A's session"
     );
 
-    a.handle
-        .live()
-        .sessions
-        .end_user_sessions(
-            "alice@example.com",
-            "",
-            gatehouse::session::EndReason::Revoked,
-        )
-        .await
-        .expect("revoke on A");
+    // Signing out through A ends the session on B at once.
+    assert_eq!(
+        on(port_a, get_with("/logout", &cookie, &[])).await.status,
+        StatusCode::OK
+    );
     up.clear();
     assert_eq!(
-        send(&b, get_with("/home", &cookie, &[])).await.status,
+        on(port_b, get_with("/home", &cookie, &[])).await.status,
         StatusCode::UNAUTHORIZED,
-        "B still accepts a session revoked on A"
+        "B still accepts a session ended on A"
     );
     assert!(up.seen().is_empty());
 
     for _ in 0..5 {
-        send(&a, login_post("bob@example.com", "wrong", "", &[])).await;
+        on(port_a, login_post("bob@example.com", "wrong", "", &[])).await;
     }
     up.clear();
-    let locked = send(&b, login_post("bob@example.com", PASSWORD, "", &[])).await;
+    let locked = on(port_b, login_post("bob@example.com", PASSWORD, "", &[])).await;
     assert_eq!(
         locked.status,
         StatusCode::TOO_MANY_REQUESTS,
