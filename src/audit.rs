@@ -4,6 +4,36 @@
 //! the short session reference.
 
 use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Where audit lines go besides the tracing output: an append-only file,
+/// reopened on SIGHUP so logrotate can move it away.
+static FILE: Mutex<Option<File>> = Mutex::new(None);
+
+/// (Re)open the audit file (`None` = no file). Created with mode 0640.
+pub fn open_file(path: Option<&Path>) -> std::io::Result<()> {
+    let file = match path {
+        Some(p) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .open(p)?,
+            )
+        }
+        None => None,
+    };
+    *FILE.lock().unwrap_or_else(|p| p.into_inner()) = file;
+    Ok(())
+}
 
 /// One audit event. Fields that do not apply are left out.
 #[derive(Debug, Default, Serialize)]
@@ -39,7 +69,14 @@ impl Event<'_> {
         if let Some(obj) = value.as_object_mut() {
             obj.insert("ts".into(), ts.into());
         }
-        tracing::info!(target: "gatehouse::audit", "{value}");
+        let line = value.to_string();
+        tracing::info!(target: "gatehouse::audit", "{line}");
+        if let Some(f) = FILE.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            // One write per line keeps lines whole under concurrent writers.
+            if let Err(e) = f.write_all(format!("{line}\n").as_bytes()) {
+                tracing::error!(error = %e, "cannot write the audit file");
+            }
+        }
         // Every security event is also a counter: logins, 2FA, lockouts, incidents…
         metrics::counter!("gatehouse_events_total", "event" => self.event.to_string()).increment(1);
     }

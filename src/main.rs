@@ -201,6 +201,7 @@ fn init_logging(settings: &Settings) {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     init_logging(&settings);
+    gatehouse::audit::open_file(settings.audit_file.as_deref()).context("audit.file")?;
     let drain = settings.server.drain_timeout;
     let handle = Gateway::new(settings)
         .start()
@@ -301,6 +302,8 @@ async fn demo(listen: SocketAddr, big_recording_mib: u64) -> anyhow::Result<()> 
 
 async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow::Result<()> {
     use gatehouse::admin::Admin;
+    // Admin actions from the CLI are audited like the console's.
+    gatehouse::audit::open_file(settings.audit_file.as_deref()).context("audit.file")?;
     let admin = Admin::open(std::sync::Arc::new(settings)).await?;
     let actor = format!(
         "cli:{}",

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub policy: RawPolicy,
     pub metrics: RawMetrics,
     pub admin: RawAdmin,
+    pub audit: RawAudit,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -424,4 +425,13 @@ impl Default for RawAdmin {
             path: "/.gatehouse/admin".into(),
         }
     }
+}
+
+/// `[audit]`: security events as JSON lines.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// Append audit lines to this file too ("" = only the log output).
+    /// Reopened on SIGHUP, for logrotate.
+    pub file: String,
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     /// `[admin]`: console users (normalised) and path.
     pub admin_users: Vec<String>,
     pub admin_path: String,
+    /// `audit.file`: where audit lines are appended, if anywhere.
+    pub audit_file: Option<PathBuf>,
     /// The metrics listener; `None` = disabled.
     pub metrics_listen: Option<SocketAddr>,
     /// The file this came from (for SIGHUP reloads); `None` when built in code.
@@ -158,6 +160,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "admin",
         "access",
         "geoip",
+        "audit",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -198,6 +201,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("policy", policy);
     section!("metrics", metrics);
     section!("admin", admin);
+    section!("audit", audit);
     // Access areas are deserialized by their own module's raw types.
     let mut raw_access = crate::access::RawAccess::default();
     let mut raw_geoip = crate::access::RawGeoip::default();
@@ -373,7 +377,12 @@ fn validate(
             n
         })
         .collect();
+    let audit_file = match raw.audit.file.trim() {
+        "" => None,
+        f => Some(resolve(base, Path::new(f))),
+    };
     Some(Settings {
+        audit_file,
         access: crate::access::AccessPolicy::default(),
         geo: crate::access::Geo::disabled(),
         admin_users,
