@@ -289,3 +289,62 @@ async fn chromium_enrolls_two_factor_then_passes_the_challenge_and_is_locked_aft
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_admin_logs_out_all_users_and_another_browser_must_sign_in_again() {
+    within_timeout(async {
+        let dash = demo_dashboard().await;
+        let gw = TestGateway::start(
+            &Config::default().rest(
+                "[two_factor]\nmode = \"optional\"\n[admin]\nusers = [\"alice@example.com\"]",
+            ),
+            &dash.url(),
+        )
+        .await;
+        let base = format!("https://127.0.0.1:{}", gw.addr().port());
+        let (admin, other) = tokio::join!(Browser::launch(), Browser::launch());
+        sign_in(&other, &base, "bob@example.com", "Bob-pass-22").await;
+        sign_in(&admin, &base, "alice@example.com", "Alice-pass-1").await;
+
+        // The console asks for a second factor first: enroll one.
+        admin.goto(&format!("{base}/.gatehouse/admin")).await;
+        admin.wait_for("#totp-qr", WAIT).await;
+        let key = admin
+            .execute(
+                "return document.getElementById('totp-secret').dataset.secret",
+                vec![],
+            )
+            .await;
+        let secret = gatehouse::auth::totp::TotpSecret::from_base32(key.as_str().expect("key"))
+            .expect("secret");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        admin
+            .fill("#code", &gatehouse::auth::totp::code_at(&secret, now))
+            .await;
+        admin.click("#confirm").await;
+        admin.wait_for("#recovery-codes", WAIT).await;
+
+        admin.goto(&format!("{base}/.gatehouse/admin")).await;
+        admin.wait_for("#logout-all", WAIT).await;
+        admin.screenshot(browser::shot_path("admin-console")).await;
+        admin.click("#confirm-logout-all").await;
+        admin.click("#logout-all").await;
+        admin.wait_for("#login-submit", WAIT).await;
+
+        other.goto(&format!("{base}/")).await;
+        other.wait_for("main h1", WAIT).await;
+        let page = other.page_source().await;
+        assert!(
+            page.contains("You were signed out"),
+            "the other browser was not signed out"
+        );
+        other.click("main a").await;
+        other.wait_for("#login-submit", WAIT).await;
+        admin.close().await;
+        other.close().await;
+    })
+    .await;
+}
