@@ -209,6 +209,7 @@ async fn enroll_page(
         &s.record.csrf,
         &qr,
         &secret.to_base32(),
+        ctx.live.settings.two_factor.confirm_password,
         error,
     ))
 }
@@ -241,6 +242,24 @@ async fn enroll_submit(
         return Ok(see_other(ENROLL));
     };
     let code = form.get("code").map(String::as_str).unwrap_or("");
+    if ctx.live.settings.two_factor.confirm_password {
+        let password = form.get("password").map(String::as_str).unwrap_or("");
+        if !dashboard_accepts(ctx, &user, password).await? {
+            let mut ev = ctx.audit("login_failed", &user, &s);
+            ev.reason = Some("enrollment_password");
+            ev.emit();
+            if ctx
+                .live
+                .lockout
+                .record_failure(&user, &ctx.client.to_string())
+                .await
+                .map_err(store)?
+            {
+                return locked_out(ctx, &s, &user).await;
+            }
+            return enroll_page(ctx, s, Some("That password is not right.")).await;
+        }
+    }
     let confirmed = ctx
         .gate
         .two_factor
@@ -292,6 +311,77 @@ async fn enroll_submit(
         page.headers_mut().append(header::SET_COOKIE, v.clone());
     }
     Ok(page)
+}
+
+/// Re-check a password by replaying it to the dashboard's own login (it
+/// keeps the passwords). The answer's cookies are discarded: only the verdict
+/// counts, judged by the same `[login.success]` rule as every sign-in.
+async fn dashboard_accepts(ctx: &Ctx<'_>, user: &str, password: &str) -> Result<bool, GateError> {
+    let login = &ctx.live.settings.login;
+    if password.is_empty() {
+        return Ok(false);
+    }
+    let (content_type, body) = if login.username_field.starts_with('/') {
+        let mut doc = serde_json::Value::Null;
+        for (pointer, value) in [
+            (&login.username_field, user),
+            (&login.password_field, password),
+        ] {
+            set_pointer(&mut doc, pointer, value);
+        }
+        ("application/json", doc.to_string())
+    } else {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair(&login.username_field, user)
+            .append_pair(&login.password_field, password)
+            .finish();
+        ("application/x-www-form-urlencoded", body)
+    };
+    let req = Request::post(login.path.as_str())
+        .header(header::CONTENT_TYPE, content_type)
+        .body(proxy::full(body))
+        .map_err(|_| GateError::BadRequest("cannot build the password check"))?;
+    let path = http::uri::PathAndQuery::try_from(login.path.as_str())
+        .map_err(|_| GateError::BadRequest("login.path"))?;
+    let resp = ctx
+        .live
+        .upstream
+        .forward(
+            req,
+            proxy::client::Forward {
+                path_and_query: path,
+                host: ctx.host,
+                client: ctx.client,
+            },
+            None,
+            None,
+        )
+        .await?;
+    Ok(login.succeeded(resp.status(), resp.headers()))
+}
+
+/// Write `value` at a JSON pointer such as "/user/name", creating objects.
+fn set_pointer(doc: &mut serde_json::Value, pointer: &str, value: &str) {
+    let mut cur = doc;
+    let parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = serde_json::Value::Object(serde_json::Map::new());
+        }
+        let Some(map) = cur.as_object_mut() else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            map.insert(
+                (*part).to_string(),
+                serde_json::Value::String(value.to_string()),
+            );
+            return;
+        }
+        cur = map
+            .entry((*part).to_string())
+            .or_insert(serde_json::Value::Null);
+    }
 }
 
 /// The second factor passed: the session becomes active under a new id

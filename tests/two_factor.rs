@@ -572,3 +572,47 @@ async fn enrollment_qr_decodes_to_exactly_the_otpauth_uri_with_the_shown_key() {
     assert!(uri.contains(&format!("secret={shown}&")), "{uri}");
     assert!(uri.ends_with("&algorithm=SHA1&digits=6&period=30"), "{uri}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enrollment_with_confirm_password_rechecks_the_password_with_the_dashboard() {
+    let s = Scenario::start(Backend::Embedded, "[two_factor]\nconfirm_password = true").await;
+    let (cookie, to) = s.password("alice@example.com").await;
+    let page = s.get(&to, &cookie).await.text();
+    assert!(
+        page.contains("name=\"password\""),
+        "the enrollment form must ask for the password"
+    );
+    let secret = TotpSecret::from_base32(&attr(&page, "data-secret")).expect("secret");
+    let csrf = attr(&page, "name=\"csrf\" value");
+    s.up.clear();
+    let wrong = s
+        .post(
+            &to,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("code", &s.code(&secret)),
+                ("password", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.text().contains("password is not right"));
+    let replayed =
+        s.up.last()
+            .expect("the password was checked with the dashboard");
+    assert_eq!(replayed.target, "/login");
+    let right = s
+        .post(
+            &to,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("code", &s.code(&secret)),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(right.status, StatusCode::OK, "{}", right.text());
+    assert!(right.text().contains("recovery-codes"));
+}

@@ -46,6 +46,9 @@ pub struct TwoFactorSettings {
     pub trusted_networks: crate::access::IpList,
     pub issuer: String,
     pub domains: Vec<(String, Mode)>,
+    /// Enrollment also asks for the dashboard password, checked by
+    /// replaying it to the dashboard's login.
+    pub confirm_password: bool,
 }
 
 impl TwoFactorSettings {
@@ -368,6 +371,7 @@ mod tests {
             .expect("list"),
             issuer: "PBX".into(),
             domains: vec![("example.com".into(), Mode::Required)],
+            confirm_password: false,
         }
     }
 

@@ -361,6 +361,9 @@ pub struct RawTwoFactor {
     pub trusted_networks: Vec<String>,
     /// The account's issuer name in authenticator apps.
     pub issuer: String,
+    /// Enrollment also asks for the dashboard password (checked by replaying
+    /// it to the dashboard's login; never stored).
+    pub confirm_password: bool,
 }
 
 impl Default for RawTwoFactor {
@@ -369,6 +372,7 @@ impl Default for RawTwoFactor {
             mode: "required".into(),
             trusted_networks: Vec::new(),
             issuer: "gatehouse".into(),
+            confirm_password: false,
         }
     }
 }

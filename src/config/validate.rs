@@ -606,6 +606,7 @@ fn validate_two_factor(
         trusted_networks,
         issuer: t.issuer.trim().to_string(),
         domains,
+        confirm_password: t.confirm_password,
     }
 }
 

@@ -43,8 +43,15 @@ pub fn enroll(
     csrf: &str,
     qr_svg: &str,
     secret_b32: &str,
+    ask_password: bool,
     error: Option<&str>,
 ) -> Response<Body> {
+    let password = if ask_password {
+        "<label for=\"password\">Your dashboard password</label>\
+         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>"
+    } else {
+        ""
+    };
     let grouped: String = secret_b32
         .as_bytes()
         .chunks(4)
@@ -60,7 +67,7 @@ pub fn enroll(
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <label for=\"code\">Code shown by the app</label>\
          <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" required maxlength=\"32\">\
-         <button type=\"submit\" id=\"confirm\">Confirm</button></form>",
+         {password}<button type=\"submit\" id=\"confirm\">Confirm</button></form>",
         err = error_line(error),
         raw = esc(secret_b32),
         grouped = esc(&grouped),
