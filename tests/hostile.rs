@@ -543,3 +543,173 @@ async fn item_39_upstream_down_during_login_makes_no_session() {
     );
     let _ = get("/");
 }
+
+fn attr(text: &str, marker: &str) -> String {
+    let start = text
+        .find(&format!("{marker}=\""))
+        .unwrap_or_else(|| panic!("{marker} missing"))
+        + marker.len()
+        + 2;
+    text[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn form(cookie: &str, path: &str, fields: &[(&str, &str)], xff: &str) -> Request<Full<Bytes>> {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    Request::post(path)
+        .header("cookie", cookie)
+        .header("x-forwarded-for", xff)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+fn two_factor_config() -> Config {
+    Config::default().server("trusted_proxies = [\"127.0.0.1\"]").rest(
+        "[login]\nanonymous_paths = [\"/login\", \"/pub/\"]\n[session]\nprevent_concurrent = false",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_31_a_planted_session_id_is_replaced_after_the_password_and_after_two_factor() {
+    let (up, gw) = setup(two_factor_config()).await;
+    let send = |req| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, Version::HTTP_11, req).await }
+    };
+    // A pre-login session (the dashboard set an HttpOnly cookie on a public page).
+    let planted = session_cookie(&send(get("/pub/set-cookie")).await).expect("pre-login session");
+    let pw = send(login_post("alice@example.com", PASSWORD, &planted, &[])).await;
+    let pending = session_cookie(&pw).expect("new id after the password");
+    assert_ne!(pending, planted);
+    let page = send(get_with("/.gatehouse/2fa/enroll", &pending, &[]))
+        .await
+        .text();
+    let secret = gatehouse::auth::totp::TotpSecret::from_base32(&attr(&page, "data-secret"))
+        .expect("secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let csrf = attr(&page, "name=\"csrf\" value");
+    let done = send(form(
+        &pending,
+        "/.gatehouse/2fa/enroll",
+        &[
+            ("csrf", &csrf),
+            ("code", &gatehouse::auth::totp::code_at(&secret, now)),
+        ],
+        "127.0.0.1",
+    ))
+    .await;
+    let active = session_cookie(&done).expect("new id after the second factor");
+    assert_ne!(active, pending);
+    up.clear();
+    for dead in [&planted, &pending] {
+        let r = send(get_with("/home", dead, &[])).await;
+        assert_ne!(r.status, StatusCode::OK, "an old id still works");
+    }
+    assert!(up.seen().is_empty());
+    assert_eq!(
+        send(get_with("/home", &active, &[])).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_36_failures_over_five_sessions_and_five_addresses_share_one_counter() {
+    let (up, gw) = setup(two_factor_config()).await;
+    let send = |req| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, Version::HTTP_11, req).await }
+    };
+    // Enroll alice once.
+    let pending = session_cookie(&send(login_post("alice@example.com", PASSWORD, "", &[])).await)
+        .expect("pending");
+    let page = send(get_with("/.gatehouse/2fa/enroll", &pending, &[]))
+        .await
+        .text();
+    let secret = gatehouse::auth::totp::TotpSecret::from_base32(&attr(&page, "data-secret"))
+        .expect("secret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let csrf = attr(&page, "name=\"csrf\" value");
+    send(form(
+        &pending,
+        "/.gatehouse/2fa/enroll",
+        &[
+            ("csrf", &csrf),
+            ("code", &gatehouse::auth::totp::code_at(&secret, now)),
+        ],
+        "127.0.0.1",
+    ))
+    .await;
+
+    // Two wrong passwords and three wrong codes, each from its own address and session.
+    let ips = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.5",
+    ];
+    for ip in &ips[..2] {
+        send(login_post(
+            "alice@example.com",
+            "wrong",
+            "",
+            &[("x-forwarded-for", ip)],
+        ))
+        .await;
+    }
+    for ip in &ips[2..] {
+        let r = send(login_post(
+            "alice@example.com",
+            PASSWORD,
+            "",
+            &[("x-forwarded-for", ip)],
+        ))
+        .await;
+        let cookie = session_cookie(&r).expect("pending");
+        let csrf = attr(
+            &send(get_with(
+                "/.gatehouse/2fa",
+                &cookie,
+                &[("x-forwarded-for", ip)],
+            ))
+            .await
+            .text(),
+            "name=\"csrf\" value",
+        );
+        send(form(
+            &cookie,
+            "/.gatehouse/2fa",
+            &[("csrf", &csrf), ("code", "000000")],
+            ip,
+        ))
+        .await;
+    }
+    up.clear();
+    let r = send(login_post(
+        "alice@example.com",
+        PASSWORD,
+        "",
+        &[("x-forwarded-for", "203.0.113.50")],
+    ))
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "five failures across sessions and addresses did not lock"
+    );
+    assert!(up.seen().is_empty());
+}
