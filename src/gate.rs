@@ -38,6 +38,7 @@ pub struct Live {
     pub trusted: TrustedProxies,
     pub sessions: Sessions,
     pub lockout: Lockout,
+    pub incidents: crate::incidents::Incidents,
     /// Re-reads the GeoIP file when it changes; ends with this configuration.
     _geo_watcher: Option<crate::AbortOnDrop>,
 }
@@ -63,6 +64,7 @@ impl Live {
                 .map(crate::AbortOnDrop),
             sessions: Sessions::new(store.clone(), settings.session.clone()),
             lockout: Lockout::new(store.clone(), settings.lockout.clone()),
+            incidents: crate::incidents::Incidents::new(store.clone(), settings.incidents.clone()),
             settings: Arc::new(settings),
         })
     }
@@ -399,6 +401,14 @@ impl Gate {
                     "ip_throttled"
                 });
                 e.emit();
+                self.note_attempt(
+                    live,
+                    facts,
+                    &user,
+                    &headers_user_agent(&parts.headers),
+                    crate::incidents::history::LoginResult::Locked,
+                )
+                .await;
                 return Ok(pages::locked(brand));
             }
         }
@@ -427,6 +437,14 @@ impl Gate {
 
         if !settings.login.succeeded(status, &headers) {
             audit("login_failed").emit();
+            self.note_attempt(
+                live,
+                facts,
+                &user,
+                &headers_user_agent(&headers),
+                crate::incidents::history::LoginResult::BadPassword,
+            )
+            .await;
             if live
                 .lockout
                 .record_failure(&user, &ip)
@@ -467,6 +485,14 @@ impl Gate {
                 .map_err(|_| GateError::StoreUnavailable)?;
         }
         let user_agent = headers_user_agent(&headers);
+        self.note_attempt(
+            live,
+            facts,
+            &user,
+            &user_agent,
+            crate::incidents::history::LoginResult::Ok,
+        )
+        .await;
         let record = SessionRecord {
             user: Some(user.clone()),
             state: if step.is_some() {
@@ -797,6 +823,33 @@ impl Gate {
         let mut resp = resp.map(proxy::stream);
         strip_own_set_cookies(resp.headers_mut());
         Ok(resp)
+    }
+}
+
+impl Gate {
+    /// Sign-in history and incident detection. A failure here is logged,
+    /// never a reason to change the sign-in's outcome (the decision is made).
+    async fn note_attempt(
+        &self,
+        live: &Live,
+        facts: &Facts,
+        user: &str,
+        user_agent: &str,
+        result: crate::incidents::history::LoginResult,
+    ) {
+        let rec = crate::incidents::history::LoginRecord {
+            ts_ms: facts.now_ms,
+            user: user.to_string(),
+            ip: facts.client.to_string(),
+            country: facts
+                .country
+                .map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+            user_agent: user_agent.to_string(),
+            result,
+        };
+        if let Err(e) = live.incidents.record(rec).await {
+            tracing::warn!(error = %e, "cannot record the sign-in attempt");
+        }
     }
 }
 

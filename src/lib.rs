@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gate;
+pub mod incidents;
 pub mod listener;
 pub mod metrics;
 pub mod own_pages;

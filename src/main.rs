@@ -84,6 +84,61 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TwoFactorCommand,
     },
+    /// Security incidents (sign-ins from several countries).
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+    /// Addresses and networks marked safe per email domain.
+    Trusted {
+        #[command(subcommand)]
+        command: TrustedCommand,
+    },
+    /// A user's last sign-in attempts, newest first.
+    History {
+        user: String,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    List {
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+    },
+    Show {
+        id: String,
+    },
+    Close {
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustedCommand {
+    /// Entries matching a search text (address, network, description, domain).
+    List {
+        #[arg(default_value = "")]
+        search: String,
+    },
+    /// Mark an address, or its network (--prefix 22..31 for IPv4, 48..127 for IPv6), safe.
+    Add {
+        domain: String,
+        ip: String,
+        #[arg(long)]
+        prefix: Option<u8>,
+        #[arg(long)]
+        description: String,
+    },
+    Remove {
+        domain: String,
+        network: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -304,7 +359,8 @@ async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow:
     use gatehouse::admin::Admin;
     // Admin actions from the CLI are audited like the console's.
     gatehouse::audit::open_file(settings.audit_file.as_deref()).context("audit.file")?;
-    let admin = Admin::open(std::sync::Arc::new(settings)).await?;
+    let admin_settings = std::sync::Arc::new(settings);
+    let admin = Admin::open(admin_settings.clone()).await?;
     let actor = format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
@@ -403,6 +459,115 @@ async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow:
                 serde_json::json!({"unlocked": user}),
                 format!("{user} unlocked\n"),
             );
+        }
+        AdminCommand::Incidents { command } => {
+            let inc = gatehouse::incidents::Incidents::new(
+                admin.store.clone(),
+                admin_settings.incidents.clone(),
+            );
+            match command {
+                IncidentsCommand::List { all } => {
+                    let list = inc.list(all).await?;
+                    let mut table = format!(
+                        "{:<18} {:<32} {:<6} {:<20} {}\n",
+                        "ID", "USER", "OPEN", "COUNTRIES", "LAST"
+                    );
+                    for i in &list {
+                        let countries: Vec<String> = i
+                            .finding
+                            .countries
+                            .iter()
+                            .map(|(c, n)| format!("{c}:{n}"))
+                            .collect();
+                        table.push_str(&format!(
+                            "{:<18} {:<32} {:<6} {:<20} {}\n",
+                            i.id,
+                            i.user,
+                            i.open,
+                            countries.join(","),
+                            format_ms(i.updated_ms)
+                        ));
+                    }
+                    print(serde_json::to_value(&list)?, table);
+                }
+                IncidentsCommand::Show { id } => {
+                    let i = inc.get(&id).await?;
+                    print(
+                        serde_json::to_value(&i)?,
+                        format!("{}\n", serde_json::to_string_pretty(&i)?),
+                    );
+                }
+                IncidentsCommand::Close { id, note } => {
+                    inc.close(&id, &note, &actor).await?;
+                    print(
+                        serde_json::json!({"closed": id}),
+                        format!("incident {id} closed\n"),
+                    );
+                }
+            }
+        }
+        AdminCommand::Trusted { command } => {
+            let inc = gatehouse::incidents::Incidents::new(
+                admin.store.clone(),
+                admin_settings.incidents.clone(),
+            );
+            match command {
+                TrustedCommand::List { search } => {
+                    let found = inc.search_safe(&search).await?;
+                    let mut table =
+                        format!("{:<24} {:<22} {}\n", "DOMAIN", "NETWORK", "DESCRIPTION");
+                    for (d, e) in &found {
+                        table.push_str(&format!("{:<24} {:<22} {}\n", d, e.network, e.description));
+                    }
+                    let json: Vec<_> = found
+                        .iter()
+                        .map(|(d, e)| serde_json::json!({"domain": d, "entry": e}))
+                        .collect();
+                    print(serde_json::Value::Array(json), table);
+                }
+                TrustedCommand::Add {
+                    domain,
+                    ip,
+                    prefix,
+                    description,
+                } => {
+                    let e = inc
+                        .mark_safe(&domain, &ip, prefix, &description, &actor, now_ms)
+                        .await?;
+                    print(
+                        serde_json::to_value(&e)?,
+                        format!("{} marked safe for {domain}\n", e.network),
+                    );
+                }
+                TrustedCommand::Remove { domain, network } => {
+                    let removed = inc.remove_safe(&domain, &network, &actor).await?;
+                    print(
+                        serde_json::json!({"removed": removed}),
+                        format!("removed: {removed}\n"),
+                    );
+                }
+            }
+        }
+        AdminCommand::History { user, count } => {
+            let inc = gatehouse::incidents::Incidents::new(
+                admin.store.clone(),
+                admin_settings.incidents.clone(),
+            );
+            let h = inc.history(&user.trim().to_lowercase(), count).await?;
+            let mut table = format!(
+                "{:<26} {:<16} {:<8} {}\n",
+                "WHEN", "ADDRESS", "COUNTRY", "RESULT"
+            );
+            for r in &h {
+                table.push_str(&format!(
+                    "{:<26} {:<16} {:<8} {}\n",
+                    format_ms(r.ts_ms),
+                    r.ip,
+                    r.country,
+                    r.result.as_str()
+                ));
+            }
+            print(serde_json::to_value(&h)?, table);
         }
         AdminCommand::TwoFactor { command } => {
             let (what, user) = match command {

@@ -156,6 +156,17 @@ async fn challenge_submit(
             let mut ev = ctx.audit("two_factor_failed", &user, &s);
             ev.reason = Some(refusal(e));
             ev.emit();
+            let rec = crate::incidents::history::LoginRecord {
+                ts_ms: ctx.now_ms,
+                user: user.clone(),
+                ip: ip.clone(),
+                country: s.record.country.clone().unwrap_or_else(|| "unknown".into()),
+                user_agent: s.record.user_agent.clone(),
+                result: crate::incidents::history::LoginResult::BadCode,
+            };
+            if let Err(e) = ctx.live.incidents.record(rec).await {
+                tracing::warn!(error = %e, "cannot record the sign-in attempt");
+            }
             if ctx
                 .live
                 .lockout

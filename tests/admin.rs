@@ -296,3 +296,83 @@ async fn console_admits_only_admins_with_a_second_factor_and_its_actions_match_t
         StatusCode::SEE_OTHER
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_cli_marks_networks_safe_lists_incidents_and_shows_history() {
+    let redis = RedisServer::start();
+    let up = Recorder::start().await;
+    let db = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/test-country.mmdb");
+    let config = Config::default()
+        .store(&redis.url())
+        .server("trusted_proxies = [\"127.0.0.1\"]")
+        .rest(&format!(
+            "[two_factor]\nmode = \"off\"\n[geoip]\ndatabase = \"{db}\""
+        ));
+    let gw = TestGateway::start(&config, &up.url()).await;
+    let cli_dir = TestDir::new();
+    let file = cli_dir.write_config(&config, &up.url(), "127.0.0.1:0");
+    for ip in ["81.2.69.10", "89.160.20.5"] {
+        gw.client()
+            .send(
+                gw.addr(),
+                Version::HTTP_11,
+                login_post(
+                    "alice@example.com",
+                    PASSWORD,
+                    "",
+                    &[("x-forwarded-for", ip)],
+                ),
+            )
+            .await;
+    }
+    let list = cli(&file, &["incidents", "list"]);
+    let id = list[0]["id"].as_str().expect("incident id").to_string();
+    assert_eq!(list[0]["user"], "alice@example.com");
+    let history = cli(&file, &["history", "alice@example.com"]);
+    assert_eq!(history[0]["country"], "SE");
+    let added = cli(
+        &file,
+        &[
+            "trusted",
+            "add",
+            "example.com",
+            "89.160.20.5",
+            "--prefix",
+            "24",
+            "--description",
+            "Stockholm office",
+        ],
+    );
+    assert_eq!(added["network"], "89.160.20.0/24");
+    let bad = std::process::Command::new(support::process::BIN)
+        .args([
+            "admin",
+            "--config",
+            file.to_str().expect("path"),
+            "trusted",
+            "add",
+            "example.com",
+            "89.160.20.5",
+            "--prefix",
+            "21",
+            "--description",
+            "x",
+        ])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/21"));
+    assert_eq!(
+        cli(&file, &["trusted", "list", "stockholm"])
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    cli(
+        &file,
+        &["incidents", "close", &id, "--note", "known traveller"],
+    );
+    assert_eq!(
+        cli(&file, &["incidents", "list"]).as_array().map(Vec::len),
+        Some(0)
+    );
+}

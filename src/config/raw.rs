@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     pub admin: RawAdmin,
     pub audit: RawAudit,
+    pub incidents: RawIncidents,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -438,4 +439,33 @@ pub struct RawAudit {
     /// Append audit lines to this file too ("" = only the log output).
     /// Reopened on SIGHUP, for logrotate.
     pub file: String,
+}
+
+/// `[incidents]`: who signs in from where.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIncidents {
+    /// The window in which sign-ins from several countries are an incident.
+    pub window: Dur,
+    /// Distinct countries (unknown counts as one) that make an incident (≥ 2).
+    pub distinct_countries: usize,
+    /// Sign-in attempts kept per user.
+    pub history: usize,
+    /// POST each new incident as JSON to this URL ("" = none).
+    pub webhook: String,
+    /// More failed attempts than this on one user within the window is an
+    /// incident too (0 = off).
+    pub burst_failures: usize,
+}
+
+impl Default for RawIncidents {
+    fn default() -> Self {
+        Self {
+            window: Dur(Duration::from_secs(24 * 3600)),
+            distinct_countries: 2,
+            history: 200,
+            webhook: String::new(),
+            burst_failures: 0,
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub struct Settings {
     /// `[admin]`: console users (normalised) and path.
     pub admin_users: Vec<String>,
     pub admin_path: String,
+    pub incidents: crate::incidents::IncidentSettings,
     /// `audit.file`: where audit lines are appended, if anywhere.
     pub audit_file: Option<PathBuf>,
     /// The metrics listener; `None` = disabled.
@@ -161,6 +162,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "access",
         "geoip",
         "audit",
+        "incidents",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -202,6 +204,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("metrics", metrics);
     section!("admin", admin);
     section!("audit", audit);
+    section!("incidents", incidents);
     // Access areas are deserialized by their own module's raw types.
     let mut raw_access = crate::access::RawAccess::default();
     let mut raw_geoip = crate::access::RawGeoip::default();
@@ -381,7 +384,45 @@ fn validate(
         "" => None,
         f => Some(resolve(base, Path::new(f))),
     };
+    let inc = &raw.incidents;
+    if inc.distinct_countries < 2 {
+        issues.push(ConfigIssue::new(
+            "incidents.distinct_countries",
+            "must be at least 2",
+        ));
+    }
+    if inc.history == 0 || inc.history > 10_000 {
+        issues.push(ConfigIssue::new(
+            "incidents.history",
+            "must be between 1 and 10000",
+        ));
+    }
+    let webhook = match inc.webhook.trim() {
+        "" => None,
+        w => match w.parse::<http::Uri>() {
+            Ok(u)
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+            {
+                Some(u)
+            }
+            _ => {
+                issues.push(ConfigIssue::new(
+                    "incidents.webhook",
+                    "must be an http:// or https:// URL",
+                ));
+                None
+            }
+        },
+    };
+    let incidents = crate::incidents::IncidentSettings {
+        window: inc.window.0,
+        distinct_countries: inc.distinct_countries.max(2),
+        history: inc.history.clamp(1, 10_000),
+        webhook,
+        burst_failures: inc.burst_failures,
+    };
     Some(Settings {
+        incidents,
         audit_file,
         access: crate::access::AccessPolicy::default(),
         geo: crate::access::Geo::disabled(),
