@@ -376,3 +376,101 @@ async fn admin_cli_marks_networks_safe_lists_incidents_and_shows_history() {
         Some(0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_the_cli() {
+    let redis = RedisServer::start();
+    let up = Recorder::start().await;
+    let clock = gatehouse::clock::ManualClock::new();
+    let db = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/test-country.mmdb");
+    let config = Config::default().store(&redis.url()).server("trusted_proxies = [\"127.0.0.1\"]").rest(&format!(
+        "[two_factor]\nmode = \"optional\"\n[session]\nprevent_concurrent = false\n[[policy.domain]]\ndomain = \"admins.example\"\ntwo_factor = \"required\"\n[admin]\nusers = [\"root@admins.example\"]\n[geoip]\ndatabase = \"{db}\""
+    ));
+    let gw = TestGateway::start_with_clock(&config, &up.url(), Some(clock.clone())).await;
+    let cli_dir = TestDir::new();
+    let file = cli_dir.write_config(&config, &up.url(), "127.0.0.1:0");
+    let send = |req| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, Version::HTTP_11, req).await }
+    };
+    for ip in ["81.2.69.10", "89.160.20.5"] {
+        send(login_post(
+            "alice@example.com",
+            PASSWORD,
+            "",
+            &[("x-forwarded-for", ip)],
+        ))
+        .await;
+    }
+    // The admin enrolls from a listed address (through the trusted proxy as 127.0.0.1).
+    let root = enrolled_session(&gw, &clock, "root@admins.example").await;
+    let home = send(get_with("/.gatehouse/admin", &root, &[])).await.text();
+    assert!(home.contains("New security incidents: 1"), "{home}");
+    let csrf = attr(&home, "name=\"csrf\" value");
+    let page = send(get_with("/.gatehouse/admin/incidents", &root, &[]))
+        .await
+        .text();
+    assert!(
+        page.contains("alice@example.com") && page.contains("GB") && page.contains("SE"),
+        "{page}"
+    );
+    assert!(page.contains("Last sign-ins of alice@example.com"));
+
+    let marked = send(post(
+        &root,
+        "/.gatehouse/admin/trusted/add",
+        &[
+            ("csrf", &csrf),
+            ("domain", "example.com"),
+            ("ip", "89.160.20.5"),
+            ("prefix", "24"),
+            ("description", "Stockholm office"),
+        ],
+    ))
+    .await;
+    assert!(
+        marked.text().contains("89.160.20.0/24 marked safe"),
+        "{}",
+        marked.text()
+    );
+    let refused = send(post(
+        &root,
+        "/.gatehouse/admin/trusted/add",
+        &[
+            ("csrf", &csrf),
+            ("domain", "example.com"),
+            ("ip", "89.160.20.5"),
+            ("prefix", "21"),
+            ("description", "too wide"),
+        ],
+    ))
+    .await;
+    assert!(refused.text().contains("Not marked"), "{}", refused.text());
+    let listed = cli(&file, &["trusted", "list"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    let id = cli(&file, &["incidents", "list"])[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let closed = send(post(
+        &root,
+        "/.gatehouse/admin/incidents/close",
+        &[("csrf", &csrf), ("id", &id), ("note", "travelling")],
+    ))
+    .await;
+    assert_eq!(closed.status, StatusCode::OK);
+    assert_eq!(
+        cli(&file, &["incidents", "list"]).as_array().map(Vec::len),
+        Some(0)
+    );
+    let trusted = send(get_with(
+        "/.gatehouse/admin/trusted?q=stockholm",
+        &root,
+        &[],
+    ))
+    .await
+    .text();
+    assert!(trusted.contains("89.160.20.0/24"));
+}

@@ -39,6 +39,7 @@ pub async fn handle(
     if !session.record.two_factor_passed {
         return step_up(ctx, &mut session, &user, base).await;
     }
+    let incidents = &ctx.live.incidents;
     let admin = Admin::over(
         ctx.gate.store.clone(),
         ctx.gate.sealer.clone(),
@@ -58,12 +59,36 @@ pub async fn handle(
         (Method::GET, "" | "/") => {
             let sessions = admin.sessions(None).await.map_err(admin_err)?;
             let users = admin.users().await.map_err(admin_err)?;
+            let open = incidents.list(false).await.map_err(incident_err)?.len();
             Ok(view::home(
                 &page(None),
                 &sessions,
                 &users,
                 &policy_lines(ctx),
+                open,
             ))
+        }
+        (Method::GET, "/incidents") => {
+            let list = incidents.list(true).await.map_err(incident_err)?;
+            let users: std::collections::BTreeSet<String> = list
+                .iter()
+                .filter(|i| i.open)
+                .map(|i| i.user.clone())
+                .collect();
+            let mut history = Vec::new();
+            for user in users {
+                let h = incidents.history(&user, 20).await.map_err(incident_err)?;
+                history.push((user, h));
+            }
+            Ok(view::incidents(&page(None), &list, &history))
+        }
+        (Method::GET, "/trusted") => {
+            let q: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            let search = q.get("q").cloned().unwrap_or_default();
+            let found = incidents.search_safe(&search).await.map_err(incident_err)?;
+            Ok(view::trusted(&page(None), &found, &search))
         }
         (Method::GET, "/sessions") => {
             let filter: HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
@@ -143,6 +168,46 @@ pub async fn handle(
                         .map_err(admin_err)?;
                     "Two-factor key removed.".to_string()
                 }
+                "/incidents/close" => {
+                    incidents
+                        .close(&field("id"), &field("note"), actor)
+                        .await
+                        .map_err(incident_err)?;
+                    "Incident closed.".to_string()
+                }
+                "/trusted/add" => {
+                    let prefix = match field("prefix").as_str() {
+                        "" => None,
+                        p => Some(
+                            p.parse::<u8>()
+                                .map_err(|_| GateError::BadRequest("prefix"))?,
+                        ),
+                    };
+                    match incidents
+                        .mark_safe(
+                            &field("domain"),
+                            &field("ip"),
+                            prefix,
+                            &field("description"),
+                            actor,
+                            ctx.now_ms,
+                        )
+                        .await
+                    {
+                        Ok(e) => format!("{} marked safe.", e.network),
+                        Err(crate::incidents::IncidentError::Safe(why)) => {
+                            format!("Not marked: {why}.")
+                        }
+                        Err(e) => return Err(incident_err(e)),
+                    }
+                }
+                "/trusted/remove" => {
+                    incidents
+                        .remove_safe(&field("domain"), &field("network"), actor)
+                        .await
+                        .map_err(incident_err)?;
+                    "Removed.".to_string()
+                }
                 "/users/reset-2fa" => {
                     admin
                         .remove_two_factor(&field("user"), true, actor)
@@ -154,11 +219,13 @@ pub async fn handle(
             };
             let users = admin.users().await.map_err(admin_err)?;
             let sessions = admin.sessions(None).await.map_err(admin_err)?;
+            let open = incidents.list(false).await.map_err(incident_err)?.len();
             Ok(view::home(
                 &page(Some(notice)),
                 &sessions,
                 &users,
                 &policy_lines(ctx),
+                open,
             ))
         }
         _ => Err(GateError::NotFound),
@@ -265,5 +332,13 @@ fn admin_err(e: super::AdminError) -> GateError {
             tracing::warn!(error = %other, "admin operation failed");
             GateError::StoreUnavailable
         }
+    }
+}
+
+fn incident_err(e: crate::incidents::IncidentError) -> GateError {
+    match e {
+        crate::incidents::IncidentError::NotFound(_) => GateError::NotFound,
+        crate::incidents::IncidentError::Safe(_) => GateError::BadRequest("invalid safe network"),
+        crate::incidents::IncidentError::Store(_) => GateError::StoreUnavailable,
     }
 }

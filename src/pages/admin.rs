@@ -18,7 +18,8 @@ impl Frame<'_> {
         let b = esc(self.base);
         let nav = format!(
             "<nav><a href=\"{b}\">Home</a> · <a href=\"{b}/sessions\">Sessions</a> · \
-             <a href=\"{b}/users\">Users</a> · <a href=\"{b}/policy\">Policy</a></nav>"
+             <a href=\"{b}/users\">Users</a> · <a href=\"{b}/incidents\">Incidents</a> · \
+             <a href=\"{b}/trusted\">Trusted IPs</a> · <a href=\"{b}/policy\">Policy</a></nav>"
         );
         let notice = self
             .notice
@@ -64,6 +65,7 @@ pub fn home(
     sessions: &[SessionView],
     users: &[UserView],
     policy: &[(String, String)],
+    open_incidents: usize,
 ) -> Response<Body> {
     let locked: Vec<&str> = users
         .iter()
@@ -82,8 +84,16 @@ pub fn home(
         esc(f.base),
         esc(f.csrf)
     );
+    let banner = if open_incidents > 0 {
+        format!(
+            "<p class=\"error\" id=\"incident-banner\" role=\"alert\"><a href=\"{}/incidents\">New security incidents: {open_incidents}</a></p>",
+            esc(f.base)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<ul><li>Active sessions: <strong id=\"active-sessions\">{}</strong></li>\
+        "{banner}<ul><li>Active sessions: <strong id=\"active-sessions\">{}</strong></li>\
          <li>Locked users: <strong id=\"locked-users\">{}</strong> {}</li>\
          <li>Two-factor mode: <strong>{}</strong></li></ul>{logout_all}",
         sessions.iter().filter(|s| s.state == "active").count(),
@@ -183,4 +193,104 @@ pub fn policy(f: &Frame<'_>, lines: &[(String, String)]) -> Response<Body> {
         .map(|(k, v)| format!("<li><code>{}</code>: {}</li>", esc(k), esc(v)))
         .collect();
     f.page("Policy in force", &format!("<ul id=\"policy\">{rows}</ul>"))
+}
+
+pub fn incidents(
+    f: &Frame<'_>,
+    list: &[crate::incidents::Incident],
+    history: &[(String, Vec<crate::incidents::history::LoginRecord>)],
+) -> Response<Body> {
+    let rows: String = list
+        .iter()
+        .map(|i| {
+            let countries: Vec<String> = i.finding.countries.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+            let ips: Vec<&str> = i.finding.ips.iter().map(String::as_str).collect();
+            let close = if i.open {
+                format!(
+                    "<form method=\"post\" action=\"{}/incidents/close\" class=\"inline\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+                     <input type=\"hidden\" name=\"id\" value=\"{}\"><label>Note <input name=\"note\" required></label>\
+                     <button type=\"submit\">Close</button></form>",
+                    esc(f.base), esc(f.csrf), esc(&i.id)
+                )
+            } else {
+                format!(" closed: {}", esc(i.note.as_deref().unwrap_or("")))
+            };
+            format!(
+                "<li><strong>{}</strong> · {} · {} sign-ins from {} countries ({}) · {} · last {}{close}</li>",
+                esc(&i.user),
+                if i.open { "open" } else { "closed" },
+                i.finding.sign_ins,
+                i.finding.countries.len(),
+                esc(&countries.join(", ")),
+                esc(&ips.join(", ")),
+                esc(&when(i.updated_ms)),
+            )
+        })
+        .collect();
+    let histories: String = history
+        .iter()
+        .map(|(user, recs)| {
+            let items: String = recs
+                .iter()
+                .map(|r| {
+                    format!(
+                        "<li>{} · {} · {} · {}</li>",
+                        esc(&when(r.ts_ms)),
+                        esc(&r.ip),
+                        esc(&r.country),
+                        r.result.as_str()
+                    )
+                })
+                .collect();
+            format!("<h2>Last sign-ins of {}</h2><ul>{items}</ul>", esc(user))
+        })
+        .collect();
+    let mark = format!(
+        "<h2>Mark an address or network safe</h2><form method=\"post\" action=\"{}/trusted/add\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <label for=\"domain\">Email domain</label><input id=\"domain\" name=\"domain\" required>\
+         <label for=\"ip\">Address</label><input id=\"ip\" name=\"ip\" required>\
+         <label for=\"prefix\">Prefix (IPv4 22–32, IPv6 48–128)</label><input id=\"prefix\" name=\"prefix\" inputmode=\"numeric\">\
+         <label for=\"description\">Description</label><input id=\"description\" name=\"description\" required>\
+         <button type=\"submit\" id=\"mark-safe\">Mark safe</button></form>",
+        esc(f.base),
+        esc(f.csrf)
+    );
+    f.page(
+        "Security incidents",
+        &format!("<ul id=\"incidents\">{rows}</ul>{histories}{mark}"),
+    )
+}
+
+pub fn trusted(
+    f: &Frame<'_>,
+    entries: &[(String, crate::incidents::trusted::SafeEntry)],
+    search: &str,
+) -> Response<Body> {
+    let rows: String = entries
+        .iter()
+        .map(|(domain, e)| {
+            let net = e.network.to_string();
+            format!(
+                "<li>{} · <code>{}</code> · {} · added by {} {}</li>",
+                esc(domain),
+                esc(&net),
+                esc(&e.description),
+                esc(&e.added_by),
+                f.action(
+                    "/trusted/remove",
+                    &[("domain", domain), ("network", &net)],
+                    "Remove",
+                    &format!("remove-{}", net.replace(['.', ':', '/'], "-"))
+                ),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<form method=\"get\" action=\"{}/trusted\"><label for=\"q\">Search</label><input id=\"q\" name=\"q\" value=\"{}\">\
+         <button type=\"submit\">Search</button></form><ul id=\"trusted\">{rows}</ul>",
+        esc(f.base),
+        esc(search)
+    );
+    f.page("Trusted IPs", &body)
 }
