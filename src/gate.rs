@@ -79,6 +79,8 @@ pub struct Gate {
     pub vaulted: VaultedNames,
     /// Authenticators and recovery codes (sealed in the store).
     pub two_factor: TwoFactor,
+    /// Password histories (argon2id hashes).
+    pub passwords: crate::auth::password::Passwords,
     /// The key that seals secrets at rest.
     pub sealer: Arc<crate::store::Sealer>,
 }
@@ -484,6 +486,23 @@ impl Gate {
                 .await
                 .map_err(|_| GateError::StoreUnavailable)?;
         }
+        let expiry = settings
+            .password
+            .as_ref()
+            .filter(|p| p.expire_after.is_some())
+            .cloned();
+        let password_expired = match expiry {
+            Some(policy) => {
+                let history = self.passwords.history(&user).await.map_err(store_down)?;
+                let first_seen = if profile.first_seen_ms > 0 {
+                    profile.first_seen_ms
+                } else {
+                    facts.now_ms
+                };
+                policy.expired(&history, first_seen, facts.now_ms)
+            }
+            None => false,
+        };
         let user_agent = headers_user_agent(&headers);
         self.note_attempt(
             live,
@@ -512,6 +531,7 @@ impl Gate {
             second_factor: step,
             pending_seed: None,
             two_factor_passed: false,
+            password_expired,
         };
         let (id, session) = live
             .sessions
@@ -551,8 +571,10 @@ impl Gate {
             .then(|| live.sessions.rules.lifetime(&session.record.class));
         h.append(header::SET_COOKIE, gh_cookie::set_session(&id, max_age));
         h.append(header::SET_COOKIE, gh_cookie::clear_return());
-        // Where the user was going wins; an off-site redirect never does.
-        let location = return_to.or_else(|| {
+        // An expired password first; then where the user was going; an
+        // off-site redirect never.
+        let notice = password_expired.then(|| own_pages::PASSWORD_EXPIRED.to_string());
+        let location = notice.or(return_to).or_else(|| {
             h.get(header::LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .map(|l| local_location(l, &facts.host))
@@ -576,6 +598,22 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let logout = live.settings.login.is_logout(&facts.path);
+        if let Some(policy) = &live.settings.password {
+            let is_change = facts.path == policy.change_path;
+            if is_change && req.method() == Method::POST {
+                return self
+                    .change_password(live, req, target, facts, session, upstream_time)
+                    .await;
+            }
+            if session.record.password_expired
+                && policy.enforce_expiry
+                && !is_change
+                && !logout
+                && !live.settings.login.is_anonymous(&facts.path)
+            {
+                return Ok(redirect(StatusCode::SEE_OTHER, own_pages::PASSWORD_EXPIRED));
+            }
+        }
         let (mut parts, body) = req.into_parts();
         let on_upgrade = take_upgrade(&mut parts);
         let guard = on_upgrade.as_ref().map(|_| {
@@ -633,6 +671,102 @@ impl Gate {
                 .map_err(store_down)?;
         }
         Ok(resp)
+    }
+
+    /// 6b'. The dashboard's change-password form: a new password that breaks
+    /// the policy never reaches the dashboard; a confirmed change is kept as
+    /// an argon2id hash for reuse and age checks.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_password(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        mut session: Session,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let settings = live.settings.clone();
+        let Some(policy) = settings.password.as_ref() else {
+            return Err(GateError::NotFound);
+        };
+        let limits = &settings.server.limits;
+        let (parts, body) = req.into_parts();
+        let bytes = read_bounded(
+            body,
+            &parts.headers,
+            limits.max_form_bytes,
+            limits.header_read_timeout,
+        )
+        .await?;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let user = session.record.user.clone().unwrap_or_default();
+        let new = login::field(&content_type, &bytes, &policy.new_field).unwrap_or_default();
+        let current = login::field(&content_type, &bytes, &policy.current_field);
+        let confirm = login::field(&content_type, &bytes, &policy.confirm_field);
+        let mut broken = policy.check(&new, current.as_deref(), confirm.as_deref());
+        let history = self.passwords.history(&user).await.map_err(store_down)?;
+        broken.extend(policy.check_history(&history, &new, facts.now_ms));
+        if !broken.is_empty() {
+            return Ok(password_refused(&settings, &user, facts.client, &broken));
+        }
+        let vault = session.record.vault.clone();
+        let resp = self
+            .forward(
+                live,
+                parts,
+                proxy::full(bytes),
+                target,
+                facts,
+                Some(&vault),
+                None,
+                upstream_time,
+            )
+            .await?;
+        let (mut head, body) = resp.into_parts();
+        let ok_status = policy.success_status.contains(&head.status.as_u16());
+        let marker = policy.success_body_contains.clone().filter(|_| ok_status);
+        // The body is read only when the success rule needs it, and bounded.
+        let (changed, body) = match marker {
+            Some(marker) => {
+                let bytes = read_answer(body).await?;
+                head.headers.remove(header::CONTENT_LENGTH);
+                (contains(&bytes, marker.as_bytes()), proxy::full(bytes))
+            }
+            None => (ok_status, body),
+        };
+        let (names, vault_changed) =
+            session
+                .record
+                .vault
+                .absorb(&mut head.headers, &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+        if changed {
+            self.passwords
+                .record_change(&user, &new, facts.now_ms)
+                .await
+                .map_err(store_down)?;
+            Event {
+                event: "password_changed",
+                user: Some(&user),
+                ip: Some(facts.client.to_string()),
+                ..Event::default()
+            }
+            .emit();
+        }
+        if changed && session.record.password_expired || vault_changed {
+            session.record.password_expired &= !changed;
+            live.sessions
+                .save(&mut session, facts.now_ms)
+                .await
+                .map_err(store_down)?;
+        }
+        Ok(Response::from_parts(head, body))
     }
 
     /// 6c. Without a signed-in session: public paths pass (their HttpOnly
@@ -717,6 +851,7 @@ impl Gate {
                     second_factor: None,
                     pending_seed: None,
                     two_factor_passed: false,
+                    password_expired: false,
                 };
                 let (id, _) = live
                     .sessions
@@ -921,6 +1056,68 @@ pub(crate) async fn read_bounded(
         }
         Ok(Err(_)) => Err(GateError::BadRequest("request body could not be read")),
     }
+}
+
+/// The page (and audit line) for a new password that breaks the policy.
+fn password_refused(
+    settings: &Settings,
+    user: &str,
+    client: ClientIp,
+    broken: &[crate::auth::password::Violation],
+) -> Response<Body> {
+    use crate::auth::password::Violation;
+    let reason = broken
+        .iter()
+        .map(Violation::code)
+        .collect::<Vec<_>>()
+        .join(",");
+    Event {
+        event: "password_refused",
+        user: Some(user),
+        ip: Some(client.to_string()),
+        reason: Some(&reason),
+        ..Event::default()
+    }
+    .emit();
+    let messages: Vec<String> = broken
+        .iter()
+        .map(|v| match v {
+            Violation::TooSoon { possible_at_ms } => format!(
+                "{} You can change it again after {}.",
+                v.message(),
+                own_pages::format_ms(*possible_at_ms)
+            ),
+            _ => v.message(),
+        })
+        .collect();
+    let form = settings
+        .password
+        .as_ref()
+        .map_or("/", |p| p.change_path.as_str());
+    pages::password::refused(&settings.server.brand, &messages, form)
+}
+
+/// A dashboard answer gatehouse must read (a change-password result), at
+/// most 256 KiB.
+async fn read_answer(mut body: Body) -> Result<bytes::Bytes, GateError> {
+    const LIMIT: usize = 256 * 1024;
+    let too_large =
+        || GateError::Upstream(proxy::ProxyError::Unreachable("answer too large".into()));
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| too_large())?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > LIMIT {
+                return Err(too_large());
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The dashboard's HttpOnly cookies never reach a browser without a session

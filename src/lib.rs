@@ -99,12 +99,14 @@ impl Gateway {
         let two_factor = TwoFactor::new(store.clone(), sealer.clone());
         let vaulted = VaultedNames::new(&self.settings.login.session_cookies);
         let live = Live::build(self.settings, &store)?;
+        let store_for_passwords = store.clone();
         let gate = Arc::new(Gate {
             live: ArcSwap::from_pointee(live),
             store,
             clock: self.clock,
             vaulted,
             two_factor,
+            passwords: crate::auth::password::Passwords::new(store_for_passwords),
             sealer,
         });
         let metrics_task = metrics_listener.map(|l| {

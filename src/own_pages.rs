@@ -25,6 +25,7 @@ pub const PREFIX: &str = "/.gatehouse";
 pub const CHALLENGE: &str = "/.gatehouse/2fa";
 pub const ENROLL: &str = "/.gatehouse/2fa/enroll";
 pub const ACCOUNT: &str = "/.gatehouse/account";
+pub const PASSWORD_EXPIRED: &str = "/.gatehouse/password-expired";
 
 /// Is this path one of gatehouse's own?
 pub fn is_own(path: &str) -> bool {
@@ -96,6 +97,17 @@ pub async fn handle(
             enroll_submit(ctx, session, &form).await
         }
         (Method::GET, ACCOUNT) => account_page(ctx, &session, None, None).await,
+        (Method::GET, PASSWORD_EXPIRED) => {
+            let Some(policy) = &ctx.live.settings.password else {
+                return Err(GateError::NotFound);
+            };
+            let later = (!policy.enforce_expiry).then_some("/");
+            Ok(pages::password::expired(
+                ctx.brand(),
+                &policy.change_path,
+                later,
+            ))
+        }
         (Method::POST, p) if p.starts_with("/.gatehouse/account/") => {
             let action = p.trim_start_matches("/.gatehouse/account/").to_string();
             let form = read_form(ctx, req, &session).await?;
@@ -410,7 +422,10 @@ async fn complete_sign_in(
     record.pending_seed = None;
     record.csrf = SessionId::generate().as_cookie_value().to_string();
     record.last_seen_ms = ctx.now_ms;
-    let return_to = record.return_to.take().unwrap_or_else(|| "/".into());
+    let mut return_to = record.return_to.take().unwrap_or_else(|| "/".into());
+    if record.password_expired {
+        return_to = PASSWORD_EXPIRED.to_string();
+    }
     let (id, session) = live
         .sessions
         .start(record, ctx.now_ms, Some(&old))

@@ -4,6 +4,7 @@
 
 pub mod lockout;
 pub mod login;
+pub mod password;
 pub mod recovery;
 pub mod totp;
 pub mod two_factor;

@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub audit: RawAudit,
     pub incidents: RawIncidents,
+    pub password: RawPassword,
 }
 
 /// `[server]`: listeners, TLS, who may speak for clients, limits.
@@ -466,6 +467,76 @@ impl Default for RawIncidents {
             history: 200,
             webhook: String::new(),
             burst_failures: 0,
+        }
+    }
+}
+
+/// `[password]`: policy on the dashboard's change-password form.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPassword {
+    /// Path of the change-password form's POST target ("" = not intercepted).
+    pub change_path: String,
+    pub current_field: String,
+    pub new_field: String,
+    pub confirm_field: String,
+    /// What a successful change answer looks like.
+    pub success: RawPasswordSuccess,
+    /// 6 to 64.
+    pub min_length: usize,
+    /// 10 to 64, at least min_length.
+    pub max_length: usize,
+    pub require_upper: bool,
+    pub require_lower: bool,
+    pub require_digit: bool,
+    pub require_symbol: bool,
+    /// Passwords expire this long after they were set, or "disabled".
+    pub expire_after: OptDuration,
+    /// Refuse the last N passwords (0 = off, else 5 to 10).
+    pub prevent_reuse: usize,
+    /// A change is possible only this long after the last one, or "disabled".
+    pub min_age: OptDuration,
+    /// "notice" (a page after sign-in) or "enforce" (every dashboard page
+    /// leads to the notice until the password is changed).
+    pub expiry_action: String,
+}
+
+impl Default for RawPassword {
+    fn default() -> Self {
+        Self {
+            change_path: "/profile/password".into(),
+            current_field: "current_password".into(),
+            new_field: "new_password".into(),
+            confirm_field: "confirm_password".into(),
+            success: RawPasswordSuccess::default(),
+            min_length: 8,
+            max_length: 24,
+            require_upper: true,
+            require_lower: true,
+            require_digit: true,
+            require_symbol: false,
+            expire_after: OptDuration(None),
+            prevent_reuse: 0,
+            min_age: OptDuration(Some(Duration::from_secs(24 * 3600))),
+            expiry_action: "notice".into(),
+        }
+    }
+}
+
+/// `[password.success]`: every condition given must hold.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPasswordSuccess {
+    pub status: Vec<u16>,
+    /// Text the answer's body must contain ("" = unused).
+    pub body_contains: String,
+}
+
+impl Default for RawPasswordSuccess {
+    fn default() -> Self {
+        Self {
+            status: vec![200, 302, 303],
+            body_contains: String::new(),
         }
     }
 }

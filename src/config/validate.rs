@@ -30,6 +30,8 @@ pub struct Settings {
     pub admin_users: Vec<String>,
     pub admin_path: String,
     pub incidents: crate::incidents::IncidentSettings,
+    /// `None` when `password.change_path` is empty.
+    pub password: Option<crate::auth::password::PasswordPolicy>,
     /// `audit.file`: where audit lines are appended, if anywhere.
     pub audit_file: Option<PathBuf>,
     /// The metrics listener; `None` = disabled.
@@ -163,6 +165,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
         "geoip",
         "audit",
         "incidents",
+        "password",
     ];
 
     match figment.extract::<figment::value::Dict>() {
@@ -205,6 +208,7 @@ fn from_figment(figment: &Figment, base: Option<&Path>) -> Result<Settings, Conf
     section!("admin", admin);
     section!("audit", audit);
     section!("incidents", incidents);
+    section!("password", password);
     // Access areas are deserialized by their own module's raw types.
     let mut raw_access = crate::access::RawAccess::default();
     let mut raw_geoip = crate::access::RawGeoip::default();
@@ -421,7 +425,9 @@ fn validate(
         webhook,
         burst_failures: inc.burst_failures,
     };
+    let password = validate_password(&raw.password, issues);
     Some(Settings {
+        password,
         incidents,
         audit_file,
         access: crate::access::AccessPolicy::default(),
@@ -649,6 +655,76 @@ fn validate_two_factor(
         domains,
         confirm_password: t.confirm_password,
     }
+}
+
+fn validate_password(
+    p: &super::raw::RawPassword,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<crate::auth::password::PasswordPolicy> {
+    if p.change_path.trim().is_empty() {
+        return None;
+    }
+    check_path("password.change_path", &p.change_path, issues);
+    if !(6..=64).contains(&p.min_length) {
+        issues.push(ConfigIssue::new(
+            "password.min_length",
+            "must be between 6 and 64",
+        ));
+    }
+    if !(10..=64).contains(&p.max_length) || p.max_length < p.min_length {
+        issues.push(ConfigIssue::new(
+            "password.max_length",
+            "must be between 10 and 64 and at least min_length",
+        ));
+    }
+    if p.prevent_reuse != 0 && !(5..=10).contains(&p.prevent_reuse) {
+        issues.push(ConfigIssue::new(
+            "password.prevent_reuse",
+            "must be 0 (off) or between 5 and 10",
+        ));
+    }
+    let enforce = match p.expiry_action.as_str() {
+        "notice" => false,
+        "enforce" => true,
+        _ => {
+            issues.push(ConfigIssue::new(
+                "password.expiry_action",
+                "must be \"notice\" or \"enforce\"",
+            ));
+            false
+        }
+    };
+    for (key, v) in [
+        ("current_field", &p.current_field),
+        ("new_field", &p.new_field),
+        ("confirm_field", &p.confirm_field),
+    ] {
+        if v.trim().is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("password.{key}"),
+                "must not be empty",
+            ));
+        }
+    }
+    Some(crate::auth::password::PasswordPolicy {
+        change_path: p.change_path.clone(),
+        current_field: p.current_field.clone(),
+        new_field: p.new_field.clone(),
+        confirm_field: p.confirm_field.clone(),
+        success_status: p.success.status.clone(),
+        success_body_contains: (!p.success.body_contains.trim().is_empty())
+            .then(|| p.success.body_contains.clone()),
+        min_length: p.min_length,
+        max_length: p.max_length,
+        require_upper: p.require_upper,
+        require_lower: p.require_lower,
+        require_digit: p.require_digit,
+        require_symbol: p.require_symbol,
+        expire_after: p.expire_after.0,
+        prevent_reuse: p.prevent_reuse,
+        min_age: p.min_age.0,
+        enforce_expiry: enforce,
+    })
 }
 
 fn validate_limits(l: &RawLimits, issues: &mut Vec<ConfigIssue>) -> Limits {

@@ -2,6 +2,7 @@
 //! escaped, no JavaScript needed. `pages` renders and never decides.
 
 pub mod admin;
+pub mod password;
 pub mod qr;
 pub mod two_factor;
 

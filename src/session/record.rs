@@ -85,6 +85,9 @@ pub struct SessionRecord {
     /// This sign-in passed a second factor (the admin console requires it).
     #[serde(default)]
     pub two_factor_passed: bool,
+    /// The password had expired at sign-in (and was not changed since).
+    #[serde(default)]
+    pub password_expired: bool,
 }
 
 impl SessionRecord {

@@ -139,6 +139,7 @@ mod tests {
             second_factor: None,
             pending_seed: None,
             two_factor_passed: false,
+            password_expired: false,
         }
     }
 
