@@ -348,3 +348,46 @@ async fn chromium_admin_logs_out_all_users_and_another_browser_must_sign_in_agai
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_changes_the_password_and_sees_the_policy_page_for_a_weak_one() {
+    within_timeout(async {
+        let dash = demo_dashboard().await;
+        let gw = TestGateway::start(
+            &no_2fa().rest(
+                "[password]\nsuccess = { status = [200], body_contains = \"password-changed\" }",
+            ),
+            &dash.url(),
+        )
+        .await;
+        let base = format!("https://127.0.0.1:{}", gw.addr().port());
+        let browser = Browser::launch().await;
+        sign_in(&browser, &base, "alice@example.com", "Alice-pass-1").await;
+
+        browser.goto(&format!("{base}/profile/password")).await;
+        browser.wait_for("#password-submit", WAIT).await;
+        browser.fill("#current_password", "Alice-pass-1").await;
+        browser.fill("#new_password", "weak").await;
+        browser.fill("#confirm_password", "weak").await;
+        browser.click("#password-submit").await;
+        browser.wait_for("#password-rules", WAIT).await;
+        let rules = browser.text("#password-rules").await;
+        assert!(
+            rules.contains("at least 8") && rules.contains("upper-case") && rules.contains("digit"),
+            "{rules}"
+        );
+        browser
+            .screenshot(browser::shot_path("password-policy"))
+            .await;
+
+        browser.click("#back").await;
+        browser.wait_for("#password-submit", WAIT).await;
+        browser.fill("#current_password", "Alice-pass-1").await;
+        browser.fill("#new_password", "Stronger-pass-7").await;
+        browser.fill("#confirm_password", "Stronger-pass-7").await;
+        browser.click("#password-submit").await;
+        browser.wait_for("#password-changed", WAIT).await;
+        browser.close().await;
+    })
+    .await;
+}
