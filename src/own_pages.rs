@@ -499,6 +499,15 @@ async fn account_page(
             )
         })
         .collect();
+    let recent = ctx
+        .live
+        .incidents
+        .history(&user, 10)
+        .await
+        .map_err(|_| GateError::StoreUnavailable)?
+        .into_iter()
+        .map(|r| (format_ms(r.ts_ms), r.ip, r.country, r.result.as_str()))
+        .collect();
     Ok(view::account(
         ctx.brand(),
         &view::AccountView {
@@ -509,6 +518,7 @@ async fn account_page(
             sessions,
             notice,
             error,
+            recent,
         },
     ))
 }

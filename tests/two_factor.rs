@@ -389,6 +389,15 @@ async fn reset_ends_every_session_and_next_sign_in_enrolls_afresh(b: Backend) {
     let (first, secret, _) = s.enroll("alice@example.com").await;
     let second = s.sign_in("alice@example.com", &secret).await;
     let account = s.get("/.gatehouse/account", &second).await;
+    assert!(
+        account.text().contains("Recent sign-ins"),
+        "{}",
+        account.text()
+    );
+    assert!(
+        account.text().contains("127.0.0.1"),
+        "the account page lists recent sign-ins"
+    );
     let csrf = attr(&account.text(), "name=\"csrf\" value");
     s.clock.advance(Duration::from_secs(30));
     let r = s

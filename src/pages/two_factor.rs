@@ -113,6 +113,8 @@ pub struct AccountView<'a> {
     pub sessions: Vec<(String, String, String, String, bool)>,
     pub notice: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// (when, address, country, result) of recent sign-in attempts.
+    pub recent: Vec<(String, String, String, &'static str)>,
 }
 
 pub fn account(brand: &str, v: &AccountView<'_>) -> Response<Body> {
@@ -163,6 +165,7 @@ pub fn account(brand: &str, v: &AccountView<'_>) -> Response<Body> {
     let body = format!(
         "{notice}{err}<p>Signed in as <strong id=\"user\">{user}</strong>.</p>{status}\
          <h2>Your sessions</h2><ul id=\"sessions\">{rows}</ul>{others}\
+         <h2>Recent sign-ins</h2><ul id=\"recent\">{recent}</ul>\
          <p><a href=\"/\">Back to the dashboard</a></p>",
         notice = v
             .notice
@@ -176,6 +179,19 @@ pub fn account(brand: &str, v: &AccountView<'_>) -> Response<Body> {
             "sign-out-others",
             false
         ),
+        recent = v
+            .recent
+            .iter()
+            .map(|(at, ip, country, result)| {
+                format!(
+                    "<li>{} · {} · {} · {}</li>",
+                    esc(at),
+                    esc(ip),
+                    esc(country),
+                    result
+                )
+            })
+            .collect::<String>(),
     );
     html(
         if v.error.is_some() {
