@@ -489,6 +489,7 @@ impl Gate {
         let expiry = settings
             .password
             .as_ref()
+            .map(|p| p.for_user(&user))
             .filter(|p| p.expire_after.is_some())
             .cloned();
         let password_expired = match expiry {
@@ -598,7 +599,8 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let logout = live.settings.login.is_logout(&facts.path);
-        if let Some(policy) = &live.settings.password {
+        let user = session.record.user.clone().unwrap_or_default();
+        if let Some(policy) = live.settings.password.as_ref().map(|p| p.for_user(&user)) {
             let is_change = facts.path == policy.change_path;
             if is_change && req.method() == Method::POST {
                 return self
@@ -687,7 +689,8 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let settings = live.settings.clone();
-        let Some(policy) = settings.password.as_ref() else {
+        let owner = session.record.user.clone().unwrap_or_default();
+        let Some(policy) = settings.password.as_ref().map(|p| p.for_user(&owner)) else {
             return Err(GateError::NotFound);
         };
         let limits = &settings.server.limits;
@@ -1093,7 +1096,7 @@ fn password_refused(
     let form = settings
         .password
         .as_ref()
-        .map_or("/", |p| p.change_path.as_str());
+        .map_or("/", |p| p.base.change_path.as_str());
     pages::password::refused(&settings.server.brand, &messages, form)
 }
 

@@ -98,7 +98,14 @@ pub async fn handle(
         }
         (Method::GET, ACCOUNT) => account_page(ctx, &session, None, None).await,
         (Method::GET, PASSWORD_EXPIRED) => {
-            let Some(policy) = &ctx.live.settings.password else {
+            let user = session.record.user.clone().unwrap_or_default();
+            let Some(policy) = ctx
+                .live
+                .settings
+                .password
+                .as_ref()
+                .map(|p| p.for_user(&user))
+            else {
                 return Err(GateError::NotFound);
             };
             let later = (!policy.enforce_expiry).then_some("/");

@@ -204,3 +204,35 @@ async fn an_expired_password_shows_the_notice_and_enforce_redirects_until_change
         "pages work again after the change"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_domain_override_tightens_the_policy_for_that_domain_only() {
+    let s = Scenario::start("[[policy.domain]]\ndomain = \"example.com\"\npassword = { min_length = 14, require_symbol = true }").await;
+    let cookie =
+        session_cookie(&s.sign_in("Alice-pass-1").await.expect("signed in")).expect("cookie");
+    let r = s.change(&cookie, "Alice-pass-1", "Short-pass-12").await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().contains("at least 14"), "{}", r.text());
+    assert_eq!(
+        s.change(&cookie, "Alice-pass-1", "Long-enough-pass-1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn a_bad_domain_override_is_reported_with_its_key_path() {
+    let text = "[server.tls]\ncert = \"c\"\nkey = \"k\"\n[[policy.domain]]\ndomain = \"example.com\"\npassword = { min_length = 3 }\n";
+    let Err(gatehouse::config::validate::ConfigError::Invalid(issues)) =
+        gatehouse::config::validate::load_str(text, None)
+    else {
+        panic!("must be refused");
+    };
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.key == "policy.domain[0].password.min_length"),
+        "{issues:?}"
+    );
+}

@@ -31,6 +31,24 @@ pub struct PasswordPolicy {
     pub enforce_expiry: bool,
 }
 
+/// The base policy and its per-email-domain variants.
+#[derive(Debug, Clone)]
+pub struct PasswordPolicies {
+    pub base: PasswordPolicy,
+    pub domains: Vec<(String, PasswordPolicy)>,
+}
+
+impl PasswordPolicies {
+    /// The policy for a username: its email domain's, else the base.
+    pub fn for_user(&self, user: &str) -> &PasswordPolicy {
+        let domain = super::login::email_domain(user);
+        self.domains
+            .iter()
+            .find(|(d, _)| Some(d.as_str()) == domain)
+            .map_or(&self.base, |(_, p)| p)
+    }
+}
+
 /// One broken rule, in words a user understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {

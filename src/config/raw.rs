@@ -394,6 +394,24 @@ pub struct RawDomainPolicy {
     pub domain: String,
     /// Overrides two_factor.mode for this domain's users.
     pub two_factor: Option<String>,
+    /// Overrides of `[password]` rules for this domain's users.
+    pub password: Option<RawPasswordOverride>,
+}
+
+/// `[policy.domain.password]`: any of the `[password]` rules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPasswordOverride {
+    pub min_length: Option<usize>,
+    pub max_length: Option<usize>,
+    pub require_upper: Option<bool>,
+    pub require_lower: Option<bool>,
+    pub require_digit: Option<bool>,
+    pub require_symbol: Option<bool>,
+    pub expire_after: Option<OptDuration>,
+    pub prevent_reuse: Option<usize>,
+    pub min_age: Option<OptDuration>,
+    pub expiry_action: Option<String>,
 }
 
 /// `[metrics]`: Prometheus metrics, /healthz and /readyz.

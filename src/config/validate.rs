@@ -31,7 +31,7 @@ pub struct Settings {
     pub admin_path: String,
     pub incidents: crate::incidents::IncidentSettings,
     /// `None` when `password.change_path` is empty.
-    pub password: Option<crate::auth::password::PasswordPolicy>,
+    pub password: Option<crate::auth::password::PasswordPolicies>,
     /// `audit.file`: where audit lines are appended, if anywhere.
     pub audit_file: Option<PathBuf>,
     /// The metrics listener; `None` = disabled.
@@ -425,7 +425,35 @@ fn validate(
         webhook,
         burst_failures: inc.burst_failures,
     };
-    let password = validate_password(&raw.password, issues);
+    let password = validate_password(&raw.password, issues).map(|base| {
+        let mut domains = Vec::new();
+        for (i, d) in raw.policy.domain.iter().enumerate() {
+            let Some(o) = &d.password else { continue };
+            let mut merged = raw.password.clone();
+            merged.min_length = o.min_length.unwrap_or(merged.min_length);
+            merged.max_length = o.max_length.unwrap_or(merged.max_length);
+            merged.require_upper = o.require_upper.unwrap_or(merged.require_upper);
+            merged.require_lower = o.require_lower.unwrap_or(merged.require_lower);
+            merged.require_digit = o.require_digit.unwrap_or(merged.require_digit);
+            merged.require_symbol = o.require_symbol.unwrap_or(merged.require_symbol);
+            merged.expire_after = o.expire_after.unwrap_or(merged.expire_after);
+            merged.prevent_reuse = o.prevent_reuse.unwrap_or(merged.prevent_reuse);
+            merged.min_age = o.min_age.unwrap_or(merged.min_age);
+            merged.expiry_action = o.expiry_action.clone().unwrap_or(merged.expiry_action);
+            let mut found = Vec::new();
+            if let Some(p) = validate_password(&merged, &mut found) {
+                domains.push((d.domain.trim().to_ascii_lowercase(), p));
+            }
+            issues.extend(found.into_iter().map(|f| {
+                ConfigIssue::new(
+                    f.key
+                        .replacen("password.", &format!("policy.domain[{i}].password."), 1),
+                    f.message,
+                )
+            }));
+        }
+        crate::auth::password::PasswordPolicies { base, domains }
+    });
     Some(Settings {
         password,
         incidents,
