@@ -237,6 +237,39 @@ impl Gate {
             .emit();
             metrics::counter!("gatehouse_access_denied_total", "area" => area.name.clone(), "reason" => reason)
                 .increment(1);
+            // A refused sign-in attempt still belongs in the user's history.
+            if settings.login.is_login(req.method(), &facts.path) {
+                let limits = &settings.server.limits;
+                let (parts, body) = req.into_parts();
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                if let Ok(bytes) = read_bounded(
+                    body,
+                    &parts.headers,
+                    limits.max_form_bytes,
+                    limits.header_read_timeout,
+                )
+                .await
+                {
+                    let user = login::field(&content_type, &bytes, &settings.login.username_field)
+                        .and_then(|u| login::normalise_username(&u));
+                    if let Some(user) = user {
+                        let agent = headers_user_agent(&parts.headers);
+                        self.note_attempt(
+                            live,
+                            facts,
+                            &user,
+                            &agent,
+                            crate::incidents::history::LoginResult::RefusedByArea,
+                        )
+                        .await;
+                    }
+                }
+            }
             return Err(GateError::AccessDenied {
                 reason: reason.to_string(),
                 reference,

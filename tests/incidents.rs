@@ -227,3 +227,28 @@ async fn webhook_gets_one_post_per_new_incident_and_an_unreachable_one_does_not_
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_refused_by_an_area_is_in_the_users_history() {
+    let s = Scenario::start(
+        Backend::Embedded,
+        "[[access.area]]\nname = \"default\"\ncountries = [\"GB\"]",
+    )
+    .await;
+    assert_eq!(
+        s.sign_in("alice@example.com", SE).await,
+        StatusCode::FORBIDDEN
+    );
+    let h = s
+        .incidents()
+        .incidents
+        .history("alice@example.com", 5)
+        .await
+        .expect("history");
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        h[0].result,
+        gatehouse::incidents::history::LoginResult::RefusedByArea
+    );
+    assert_eq!(h[0].country, "SE");
+}
