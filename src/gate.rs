@@ -239,21 +239,11 @@ impl Gate {
                 .increment(1);
             // A refused sign-in attempt still belongs in the user's history.
             if settings.login.is_login(req.method(), &facts.path) {
-                let limits = &settings.server.limits;
-                let (parts, body) = req.into_parts();
-                let content_type = parts
-                    .headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                if let Ok(bytes) = read_bounded(
-                    body,
-                    &parts.headers,
-                    limits.max_form_bytes,
-                    limits.header_read_timeout,
-                )
-                .await
+                if let Ok(FormBody {
+                    parts,
+                    bytes,
+                    content_type,
+                }) = FormBody::read(req, &settings.server.limits).await
                 {
                     let user = login::field(&content_type, &bytes, &settings.login.username_field)
                         .and_then(|u| login::normalise_username(&u));
@@ -382,21 +372,12 @@ impl Gate {
         let settings = &live.settings;
         let brand = &settings.server.brand;
         let return_to = gh_cookie::read_return(req.headers()).map(|r| login::safe_return_to(&r));
-        let (mut parts, body) = req.into_parts();
-        let limits = &settings.server.limits;
-        let bytes = read_bounded(
-            body,
-            &parts.headers,
-            limits.max_form_bytes,
-            limits.header_read_timeout,
-        )
-        .await?;
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let user = login::field(content_type, &bytes, &settings.login.username_field)
+        let FormBody {
+            mut parts,
+            bytes,
+            content_type,
+        } = FormBody::read(req, &settings.server.limits).await?;
+        let user = login::field(&content_type, &bytes, &settings.login.username_field)
             .and_then(|u| login::normalise_username(&u));
         let ip = facts.client.to_string();
         let Some(user) = user else {
@@ -726,21 +707,11 @@ impl Gate {
         let Some(policy) = settings.password.as_ref().map(|p| p.for_user(&owner)) else {
             return Err(GateError::NotFound);
         };
-        let limits = &settings.server.limits;
-        let (parts, body) = req.into_parts();
-        let bytes = read_bounded(
-            body,
-            &parts.headers,
-            limits.max_form_bytes,
-            limits.header_read_timeout,
-        )
-        .await?;
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let FormBody {
+            parts,
+            bytes,
+            content_type,
+        } = FormBody::read(req, &settings.server.limits).await?;
         let user = session.record.user.clone().unwrap_or_default();
         let new = login::field(&content_type, &bytes, &policy.new_field).unwrap_or_default();
         let current = login::field(&content_type, &bytes, &policy.current_field);
@@ -1061,6 +1032,41 @@ fn store_down(e: StoreError) -> GateError {
     metrics::counter!("gatehouse_store_errors_total").increment(1);
     tracing::debug!(error = %e, "store error: failing closed");
     GateError::StoreUnavailable
+}
+
+/// A request whose small body gatehouse reads whole (a login attempt, the
+/// change-password form), with its content type.
+struct FormBody {
+    parts: http::request::Parts,
+    bytes: bytes::Bytes,
+    content_type: String,
+}
+
+impl FormBody {
+    async fn read(
+        req: Request<Incoming>,
+        limits: &crate::config::validate::Limits,
+    ) -> Result<Self, GateError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_bounded(
+            body,
+            &parts.headers,
+            limits.max_form_bytes,
+            limits.header_read_timeout,
+        )
+        .await?;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok(Self {
+            parts,
+            bytes,
+            content_type,
+        })
+    }
 }
 
 /// Read a body gatehouse must see whole (login attempts, its own forms):

@@ -5,7 +5,9 @@
 mod support;
 
 use http::{StatusCode, Version};
-use support::gateway::{get_with, login_post, session_cookie, Config, TestDir, TestGateway};
+use support::gateway::{
+    attr, form_post, get_with, login_post, session_cookie, Config, TestDir, TestGateway,
+};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
 
@@ -147,41 +149,14 @@ async fn enrolled_session(
         .expect("secret");
     let csrf = attr(&page, "name=\"csrf\" value");
     let code = gatehouse::auth::totp::code_at(&secret, clock.unix());
-    let done = send(post(
+    let done = send(form_post(
         &pending,
         "/.gatehouse/2fa/enroll",
         &[("csrf", &csrf), ("code", &code)],
+        &[],
     ))
     .await;
     session_cookie(&done).expect("active session")
-}
-
-fn attr(text: &str, marker: &str) -> String {
-    let start = text
-        .find(&format!("{marker}=\""))
-        .unwrap_or_else(|| panic!("{marker} missing"))
-        + marker.len()
-        + 2;
-    text[start..]
-        .split('"')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn post(
-    cookie: &str,
-    path: &str,
-    fields: &[(&str, &str)],
-) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish();
-    http::Request::post(path)
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .expect("request")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -236,10 +211,11 @@ async fn console_admits_only_admins_with_a_second_factor_and_its_actions_match_t
         .and_then(|s| s.split('<').next())
         .expect("reference")
         .to_string();
-    let no_token = send(post(
+    let no_token = send(form_post(
         &root,
         "/.gatehouse/admin/sessions/revoke",
         &[("reference", &reference)],
+        &[],
     ))
     .await;
     assert_eq!(
@@ -247,10 +223,11 @@ async fn console_admits_only_admins_with_a_second_factor_and_its_actions_match_t
         StatusCode::FORBIDDEN,
         "console action without CSRF token"
     );
-    let done = send(post(
+    let done = send(form_post(
         &root,
         "/.gatehouse/admin/sessions/revoke",
         &[("csrf", &csrf), ("reference", &reference)],
+        &[],
     ))
     .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.text());
@@ -272,18 +249,20 @@ async fn console_admits_only_admins_with_a_second_factor_and_its_actions_match_t
     );
 
     // Log out all users (confirmation required): everyone signs in again.
-    let unconfirmed = send(post(
+    let unconfirmed = send(form_post(
         &root,
         "/.gatehouse/admin/logout-all",
         &[("csrf", &csrf)],
+        &[],
     ))
     .await;
     assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
     clock.advance(std::time::Duration::from_millis(10));
-    let all = send(post(
+    let all = send(form_post(
         &root,
         "/.gatehouse/admin/logout-all",
         &[("csrf", &csrf), ("confirm", "yes")],
+        &[],
     ))
     .await;
     assert_eq!(all.status, StatusCode::SEE_OTHER);
@@ -417,7 +396,7 @@ async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_t
     );
     assert!(page.contains("Last sign-ins of alice@example.com"));
 
-    let marked = send(post(
+    let marked = send(form_post(
         &root,
         "/.gatehouse/admin/trusted/add",
         &[
@@ -427,6 +406,7 @@ async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_t
             ("prefix", "24"),
             ("description", "Stockholm office"),
         ],
+        &[],
     ))
     .await;
     assert!(
@@ -434,7 +414,7 @@ async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_t
         "{}",
         marked.text()
     );
-    let refused = send(post(
+    let refused = send(form_post(
         &root,
         "/.gatehouse/admin/trusted/add",
         &[
@@ -444,6 +424,7 @@ async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_t
             ("prefix", "21"),
             ("description", "too wide"),
         ],
+        &[],
     ))
     .await;
     assert!(refused.text().contains("Not marked"), "{}", refused.text());
@@ -454,10 +435,11 @@ async fn console_shows_incidents_marks_networks_safe_and_closes_incidents_like_t
         .as_str()
         .expect("id")
         .to_string();
-    let closed = send(post(
+    let closed = send(form_post(
         &root,
         "/.gatehouse/admin/incidents/close",
         &[("csrf", &csrf), ("id", &id), ("note", "travelling")],
+        &[],
     ))
     .await;
     assert_eq!(closed.status, StatusCode::OK);

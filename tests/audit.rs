@@ -4,37 +4,12 @@
 mod support;
 
 use gatehouse::auth::totp::{code_at, TotpSecret};
-use http::{Request, StatusCode, Version};
-use http_body_util::Full;
+use http::{StatusCode, Version};
 use std::time::Duration;
-use support::gateway::{get_with, login_post, session_cookie, Config, TestDir};
+use support::gateway::{attr, form_post, get_with, login_post, session_cookie, Config, TestDir};
 use support::process::{free_port, Proc};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
-
-fn attr(text: &str, marker: &str) -> String {
-    let start = text
-        .find(&format!("{marker}=\""))
-        .unwrap_or_else(|| panic!("{marker} missing"))
-        + marker.len()
-        + 2;
-    text[start..]
-        .split('"')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn form(cookie: &str, path: &str, fields: &[(&str, &str)]) -> Request<Full<bytes::Bytes>> {
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish();
-    Request::post(path)
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .expect("request")
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -91,10 +66,11 @@ async fn audit_log_of_a_full_scenario_has_each_event_as_json_and_no_secret() {
     let seed = attr(&page, "data-secret");
     let secret = TotpSecret::from_base32(&seed).expect("secret");
     let csrf = attr(&page, "name=\"csrf\" value");
-    let enrolled = send(form(
+    let enrolled = send(form_post(
         &pending,
         "/.gatehouse/2fa/enroll",
         &[("csrf", &csrf), ("code", &code_at(&secret, now()))],
+        &[],
     ))
     .await;
     assert_eq!(enrolled.status, StatusCode::OK);
@@ -115,10 +91,11 @@ async fn audit_log_of_a_full_scenario_has_each_event_as_json_and_no_secret() {
         "name=\"csrf\" value",
     );
     for _ in 0..5 {
-        send(form(
+        send(form_post(
             &again,
             "/.gatehouse/2fa",
-            &[("csrf", &csrf2), ("code", "000000")],
+            &[("csrf", csrf2.as_str()), ("code", "000000")],
+            &[],
         ))
         .await;
     }

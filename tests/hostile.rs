@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 use std::time::{Duration, Instant};
-use support::gateway::{get, get_with, login_post, session_cookie, Config, TestGateway};
+use support::gateway::{
+    attr, form_post, get, get_with, login_post, session_cookie, Config, TestGateway,
+};
 use support::upstream::{Recorder, PASSWORD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -544,31 +546,6 @@ async fn item_39_upstream_down_during_login_makes_no_session() {
     let _ = get("/");
 }
 
-fn attr(text: &str, marker: &str) -> String {
-    let start = text
-        .find(&format!("{marker}=\""))
-        .unwrap_or_else(|| panic!("{marker} missing"))
-        + marker.len()
-        + 2;
-    text[start..]
-        .split('"')
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn form(cookie: &str, path: &str, fields: &[(&str, &str)], xff: &str) -> Request<Full<Bytes>> {
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish();
-    Request::post(path)
-        .header("cookie", cookie)
-        .header("x-forwarded-for", xff)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request")
-}
-
 fn two_factor_config() -> Config {
     Config::default().server("trusted_proxies = [\"127.0.0.1\"]").rest(
         "[login]\nanonymous_paths = [\"/login\", \"/pub/\"]\n[session]\nprevent_concurrent = false",
@@ -598,14 +575,14 @@ async fn item_31_a_planted_session_id_is_replaced_after_the_password_and_after_t
         .expect("time")
         .as_secs();
     let csrf = attr(&page, "name=\"csrf\" value");
-    let done = send(form(
+    let done = send(form_post(
         &pending,
         "/.gatehouse/2fa/enroll",
         &[
             ("csrf", &csrf),
             ("code", &gatehouse::auth::totp::code_at(&secret, now)),
         ],
-        "127.0.0.1",
+        &[("x-forwarded-for", "127.0.0.1")],
     ))
     .await;
     let active = session_cookie(&done).expect("new id after the second factor");
@@ -643,14 +620,14 @@ async fn item_36_failures_over_five_sessions_and_five_addresses_share_one_counte
         .expect("time")
         .as_secs();
     let csrf = attr(&page, "name=\"csrf\" value");
-    send(form(
+    send(form_post(
         &pending,
         "/.gatehouse/2fa/enroll",
         &[
             ("csrf", &csrf),
             ("code", &gatehouse::auth::totp::code_at(&secret, now)),
         ],
-        "127.0.0.1",
+        &[("x-forwarded-for", "127.0.0.1")],
     ))
     .await;
 
@@ -690,11 +667,11 @@ async fn item_36_failures_over_five_sessions_and_five_addresses_share_one_counte
             .text(),
             "name=\"csrf\" value",
         );
-        send(form(
+        send(form_post(
             &cookie,
             "/.gatehouse/2fa",
-            &[("csrf", &csrf), ("code", "000000")],
-            ip,
+            &[("csrf", csrf.as_str()), ("code", "000000")],
+            &[("x-forwarded-for", ip)],
         ))
         .await;
     }

@@ -9,7 +9,7 @@ use gatehouse::clock::{Clock, ManualClock};
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
 use std::time::Duration;
-use support::gateway::{get_with, login_post, session_cookie, Config, Resp, TestGateway};
+use support::gateway::{attr, get_with, login_post, session_cookie, Config, Resp, TestGateway};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
 
@@ -130,20 +130,6 @@ impl Scenario {
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
         session_cookie(&r).expect("active session")
     }
-}
-
-/// The value after `marker="` in `text`.
-fn attr(text: &str, marker: &str) -> String {
-    let start = text
-        .find(&format!("{marker}=\""))
-        .unwrap_or_else(|| panic!("{marker} not in page"))
-        + marker.len()
-        + 2;
-    text[start..]
-        .split('"')
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn between_all(text: &str, open: &str, close: &str) -> Vec<String> {

@@ -383,3 +383,36 @@ pub fn login_post(
     }
     b.body(Full::new(Bytes::from(form))).expect("request")
 }
+
+/// The value of the attribute written `marker="…"` in a page (first match).
+pub fn attr(text: &str, marker: &str) -> String {
+    let start = text
+        .find(&format!("{marker}=\""))
+        .unwrap_or_else(|| panic!("{marker} not in page"))
+        + marker.len()
+        + 2;
+    text[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A form POST with a Cookie header and extra headers.
+pub fn form_post(
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> Request<Full<Bytes>> {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut b = Request::post(path)
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::from(body))).expect("request")
+}
