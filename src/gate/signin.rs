@@ -1,0 +1,514 @@
+//! Stage 6 without a signed-in session: login attempts (lockout, the
+//! dashboard's verdict, a new session), public pages, and the way to sign in.
+
+use super::*;
+
+impl Gate {
+    /// 6a. A login attempt: lockout first, then the dashboard judges the
+    /// password; success starts a new session holding the dashboard's cookies.
+    pub(super) async fn login(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        prior: Option<Session>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let settings = &live.settings;
+        let brand = &settings.server.brand;
+        let return_to = gh_cookie::read_return(req.headers()).map(|r| login::safe_return_to(&r));
+        let FormBody {
+            mut parts,
+            bytes,
+            content_type,
+        } = FormBody::read(req, &settings.server.limits).await?;
+        let user = login::field(&content_type, &bytes, &settings.login.username_field)
+            .and_then(|u| login::normalise_username(&u));
+        let ip = facts.client.to_string();
+        let Some(user) = user else {
+            // No username, nothing to count or lock: the dashboard answers
+            // its own form error, and no session can come of it.
+            let prior_vault = prior.as_ref().map(|p| p.record.vault.clone());
+            let mut resp = self
+                .forward(
+                    live,
+                    parts,
+                    proxy::full(bytes),
+                    target,
+                    facts,
+                    prior_vault.as_ref(),
+                    None,
+                    upstream_time,
+                )
+                .await?;
+            strip_http_only(resp.headers_mut());
+            return Ok(resp);
+        };
+        facts.user = Some(user.clone());
+        let audit = |event: &'static str| Event {
+            event,
+            user: Some(&user),
+            ip: Some(ip.clone()),
+            ..Event::default()
+        };
+
+        match live.lockout.check(&user, &ip).await.map_err(store_down)? {
+            LockState::Open => {}
+            state => {
+                let mut e = audit("login_locked");
+                e.reason = Some(if state == LockState::UserLocked {
+                    "user_locked"
+                } else {
+                    "ip_throttled"
+                });
+                e.emit();
+                self.note_attempt(
+                    live,
+                    facts,
+                    &user,
+                    &headers_user_agent(&parts.headers),
+                    crate::incidents::history::LoginResult::Locked,
+                )
+                .await;
+                return Ok(pages::locked(brand));
+            }
+        }
+
+        let prior_vault = prior
+            .as_ref()
+            .map(|p| p.record.vault.clone())
+            .unwrap_or_default();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let mut resp = self
+            .forward(
+                live,
+                parts,
+                proxy::full(bytes),
+                target,
+                facts,
+                Some(&prior_vault),
+                None,
+                upstream_time,
+            )
+            .await?;
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let mut answer_vault = Vault::default();
+        let (names, _) = answer_vault.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+
+        if !settings.login.succeeded(status, &headers) {
+            audit("login_failed").emit();
+            self.note_attempt(
+                live,
+                facts,
+                &user,
+                &headers_user_agent(&headers),
+                crate::incidents::history::LoginResult::BadPassword,
+            )
+            .await;
+            if live
+                .lockout
+                .record_failure(&user, &ip)
+                .await
+                .map_err(store_down)?
+            {
+                audit("user_locked").emit();
+            }
+            // Keep the pre-login cookies the failed answer set server-side too.
+            self.keep_anonymous_cookies(live, &mut resp, facts, prior, answer_vault)
+                .await?;
+            return Ok(resp);
+        }
+
+        // Which second factor, if any, this sign-in still needs.
+        let tf = &self.two_factor;
+        let profile = tf
+            .profile(&user)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
+        let enrolled = tf
+            .is_enrolled(&user)
+            .await
+            .map_err(|_| GateError::StoreUnavailable)?;
+        let mode = settings
+            .two_factor
+            .mode_for(&user, profile.two_factor_required);
+        let step = settings
+            .two_factor
+            .next_step(mode, enrolled, facts.client.addr());
+        if step.is_none() {
+            live.lockout
+                .record_success(&user)
+                .await
+                .map_err(store_down)?;
+            tf.note_sign_in(&user, facts.now_ms)
+                .await
+                .map_err(|_| GateError::StoreUnavailable)?;
+        }
+        let expiry = settings
+            .password
+            .as_ref()
+            .map(|p| p.for_user(&user))
+            .filter(|p| p.expire_after.is_some())
+            .cloned();
+        let password_expired = match expiry {
+            Some(policy) => {
+                let history = self.passwords.history(&user).await.map_err(store_down)?;
+                let first_seen = if profile.first_seen_ms > 0 {
+                    profile.first_seen_ms
+                } else {
+                    facts.now_ms
+                };
+                policy.expired(&history, first_seen, facts.now_ms)
+            }
+            None => false,
+        };
+        let user_agent = headers_user_agent(&headers);
+        self.note_attempt(
+            live,
+            facts,
+            &user,
+            &user_agent,
+            crate::incidents::history::LoginResult::Ok,
+        )
+        .await;
+        let record = SessionRecord {
+            user: Some(user.clone()),
+            state: if step.is_some() {
+                SessionState::PasswordOk
+            } else {
+                SessionState::Active
+            },
+            created_ms: facts.now_ms,
+            last_seen_ms: facts.now_ms,
+            class: live.sessions.rules.classify(&user_agent, &facts.path),
+            client_ip: ip.clone(),
+            country: facts.country.map(|c| c.to_string()),
+            user_agent,
+            vault: prior_vault.merged(answer_vault),
+            csrf: SessionId::generate().as_cookie_value().to_string(),
+            return_to: return_to.clone(),
+            second_factor: step,
+            pending_seed: None,
+            two_factor_passed: false,
+            password_expired,
+        };
+        let (id, session) = live
+            .sessions
+            .start(record, facts.now_ms, prior.as_ref())
+            .await
+            .map_err(store_down)?;
+        if let Some(step) = step {
+            // Password accepted, second factor pending: the dashboard's answer
+            // is not shown; only readable cookies of it pass on.
+            let mut e = audit("login_password_ok");
+            e.session = Some(gh_cookie::short_ref(&session.digest));
+            e.emit();
+            let to = match step {
+                SecondFactor::Challenge => own_pages::CHALLENGE,
+                SecondFactor::Enroll => own_pages::ENROLL,
+            };
+            let mut r = redirect(StatusCode::SEE_OTHER, to);
+            for v in resp.headers().get_all(header::SET_COOKIE) {
+                r.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+            r.headers_mut()
+                .append(header::SET_COOKIE, gh_cookie::set_session(&id, None));
+            return Ok(r);
+        }
+        if live.sessions.rules.prevent_concurrent {
+            live.sessions
+                .end_user_sessions(&user, &session.digest, EndReason::Replaced)
+                .await
+                .map_err(store_down)?;
+        }
+        let mut e = audit("login_ok");
+        e.session = Some(gh_cookie::short_ref(&session.digest));
+        e.emit();
+
+        let h = resp.headers_mut();
+        let max_age = (!live.sessions.rules.expire_on_browser_close)
+            .then(|| live.sessions.rules.lifetime(&session.record.class));
+        h.append(header::SET_COOKIE, gh_cookie::set_session(&id, max_age));
+        h.append(header::SET_COOKIE, gh_cookie::clear_return());
+        // An expired password first; then where the user was going; an
+        // off-site redirect never.
+        let notice = password_expired.then(|| own_pages::PASSWORD_EXPIRED.to_string());
+        let location = notice.or(return_to).or_else(|| {
+            h.get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .map(|l| local_location(l, &facts.host))
+        });
+        if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            if resp.status().is_redirection() {
+                resp.headers_mut().insert(header::LOCATION, loc);
+            }
+        }
+        Ok(resp)
+    }
+
+    /// 6c. Without a signed-in session: public paths pass (their HttpOnly
+    /// cookies kept server-side in a pre-login session), everything else goes
+    /// to the dashboard's login.
+    pub(super) async fn anonymous(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Incoming>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        prior: Option<Session>,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
+        let login = &live.settings.login;
+        // No websockets before sign-in: 401 before any 101 (SECURITY-TESTS 26).
+        if proxy::headers::upgrade_protocol(req.headers()).is_some() {
+            return Err(GateError::Unauthorized);
+        }
+        if !login.is_anonymous(&facts.path) {
+            return Ok(self.to_sign_in(live, &req, facts));
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.headers.remove(header::UPGRADE);
+        let vault = prior.as_ref().map(|p| p.record.vault.clone());
+        let mut resp = self
+            .forward(
+                live,
+                parts,
+                proxy::stream(body),
+                target,
+                facts,
+                vault.as_ref(),
+                None,
+                upstream_time,
+            )
+            .await?;
+        let mut fresh = Vault::default();
+        let (names, _) = fresh.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+        self.vaulted.learn(names.iter().map(String::as_str));
+        if !fresh.is_empty() {
+            self.keep_anonymous_cookies(live, &mut resp, facts, prior, fresh)
+                .await?;
+        }
+        Ok(resp)
+    }
+
+    /// Put cookies the dashboard set before sign-in into a pre-login session
+    /// (creating one, with a cookie, when the browser has none).
+    pub(super) async fn keep_anonymous_cookies(
+        &self,
+        live: &Arc<Live>,
+        resp: &mut Response<Body>,
+        facts: &Facts,
+        prior: Option<Session>,
+        fresh: Vault,
+    ) -> Result<(), GateError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        match prior {
+            Some(mut s) if s.record.state == SessionState::Anonymous => {
+                s.record.vault = std::mem::take(&mut s.record.vault).merged(fresh);
+                live.sessions
+                    .save(&mut s, facts.now_ms)
+                    .await
+                    .map_err(store_down)?;
+            }
+            _ => {
+                let record = SessionRecord {
+                    user: None,
+                    state: SessionState::Anonymous,
+                    created_ms: facts.now_ms,
+                    last_seen_ms: facts.now_ms,
+                    class: "web".into(),
+                    client_ip: facts.client.to_string(),
+                    country: None,
+                    user_agent: String::new(),
+                    vault: fresh,
+                    csrf: SessionId::generate().as_cookie_value().to_string(),
+                    return_to: None,
+                    second_factor: None,
+                    pending_seed: None,
+                    two_factor_passed: false,
+                    password_expired: false,
+                };
+                let (id, _) = live
+                    .sessions
+                    .start(record, facts.now_ms, None)
+                    .await
+                    .map_err(store_down)?;
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, gh_cookie::set_session(&id, None));
+            }
+        }
+        Ok(())
+    }
+
+    /// A protected page without a session: browsers go to the dashboard's
+    /// login (remembering where they were going); API clients get 401 JSON.
+    pub(super) fn to_sign_in(
+        &self,
+        live: &Live,
+        req: &Request<Incoming>,
+        facts: &Facts,
+    ) -> Response<Body> {
+        if wants_json(req.headers()) {
+            let mut r = Response::new(proxy::full(r#"{"error":"authentication_required"}"#));
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Cookie realm=\"gatehouse\""),
+            );
+            return r;
+        }
+        let mut r = redirect(StatusCode::FOUND, &live.settings.login.path);
+        if req.method() == Method::GET && is_navigation(req.headers()) {
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                gh_cookie::set_return(&local_target(facts)),
+            );
+        }
+        r
+    }
+
+    /// Sign-in history and incident detection. A failure here is logged,
+    /// never a reason to change the sign-in's outcome (the decision is made).
+    pub(super) async fn note_attempt(
+        &self,
+        live: &Live,
+        facts: &Facts,
+        user: &str,
+        user_agent: &str,
+        result: crate::incidents::history::LoginResult,
+    ) {
+        let rec = crate::incidents::history::LoginRecord {
+            ts_ms: facts.now_ms,
+            user: user.to_string(),
+            ip: facts.client.to_string(),
+            country: facts
+                .country
+                .map_or_else(|| "unknown".to_string(), |c| c.to_string()),
+            user_agent: user_agent.to_string(),
+            result,
+        };
+        if let Err(e) = live.incidents.record(rec).await {
+            tracing::warn!(error = %e, "cannot record the sign-in attempt");
+        }
+    }
+}
+
+/// A request whose small body gatehouse reads whole (a login attempt, the
+/// change-password form), with its content type.
+pub(super) struct FormBody {
+    pub(super) parts: http::request::Parts,
+    pub(super) bytes: bytes::Bytes,
+    pub(super) content_type: String,
+}
+
+impl FormBody {
+    pub(super) async fn read(
+        req: Request<Incoming>,
+        limits: &crate::config::validate::Limits,
+    ) -> Result<Self, GateError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_bounded(
+            body,
+            &parts.headers,
+            limits.max_form_bytes,
+            limits.header_read_timeout,
+        )
+        .await?;
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok(Self {
+            parts,
+            bytes,
+            content_type,
+        })
+    }
+}
+
+/// The dashboard's HttpOnly cookies never reach a browser without a session
+/// to hold them.
+pub(super) fn strip_http_only(headers: &mut HeaderMap) {
+    let mut dropped = Vault::default();
+    dropped.absorb(headers, "/", 0);
+}
+
+pub(super) fn headers_user_agent(h: &HeaderMap) -> String {
+    h.get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect())
+        .unwrap_or_default()
+}
+
+/// A top-level page load (not an image, script or favicon fetched in the
+/// background): only those may set where to return after sign-in.
+pub(super) fn is_navigation(h: &HeaderMap) -> bool {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    match (get("sec-fetch-mode"), get("sec-fetch-dest")) {
+        (Some(mode), _) => mode == "navigate",
+        (None, Some(dest)) => dest == "document",
+        (None, None) => get("accept").is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+pub(super) fn wants_json(h: &HeaderMap) -> bool {
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+/// The local path and query the browser asked for (for return-to).
+pub(super) fn local_target(facts: &Facts) -> String {
+    let t = match &facts.query {
+        Some(q) => format!("{}?{q}", facts.path),
+        None => facts.path.clone(),
+    };
+    login::safe_return_to(&t)
+}
+
+/// A Location from the dashboard made local: same-host absolute URLs become
+/// paths, anything off-site becomes "/".
+pub(super) fn local_location(location: &str, host: &str) -> String {
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = location.strip_prefix(scheme) {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if host_without_port(authority) == host_without_port(host) {
+                return login::safe_return_to(if path.is_empty() { "/" } else { path });
+            }
+            return "/".to_string();
+        }
+    }
+    login::safe_return_to(location)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_redirects_stay_on_this_host() {
+        assert_eq!(
+            local_location("https://pbx.example.com:8443/home", "pbx.example.com:8443"),
+            "/home"
+        );
+        assert_eq!(
+            local_location("https://evil.example/x", "pbx.example.com"),
+            "/"
+        );
+        assert_eq!(local_location("//evil.example/x", "pbx.example.com"), "/");
+        assert_eq!(local_location("/calls", "pbx.example.com"), "/calls");
+    }
+}
