@@ -73,6 +73,8 @@ on_both_stores!(
     sign_ins_from_two_countries_open_one_incident_and_a_third_updates_it,
     a_network_marked_safe_raises_nothing_and_bad_marks_are_refused,
     history_is_capped_and_newest_first,
+    parallel_sign_ins_from_a_second_country_open_exactly_one_incident,
+    a_failure_burst_opens_its_own_incident_and_leaves_the_countries_one_intact,
 );
 
 async fn sign_ins_from_two_countries_open_one_incident_and_a_third_updates_it(b: Backend) {
@@ -160,6 +162,93 @@ async fn a_network_marked_safe_raises_nothing_and_bad_marks_are_refused(b: Backe
         .await
         .expect("remove"));
     assert!(inc.safe("example.com").await.expect("list").is_empty());
+}
+
+async fn parallel_sign_ins_from_a_second_country_open_exactly_one_incident(b: Backend) {
+    let s = std::sync::Arc::new(Scenario::start(b, "").await);
+    s.sign_in("dave@example.com", GB).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let ip = format!("89.160.20.{}", 10 + i);
+                s.sign_in("dave@example.com", &ip).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::FOUND);
+    }
+    let all = s.incidents().incidents.list(true).await.expect("list");
+    assert_eq!(all.len(), 1, "racing sign-ins opened {all:?}");
+    assert_eq!(all[0].finding.ips.len(), 11, "every address is evidence");
+    assert_eq!(all[0].finding.sign_ins, 11);
+}
+
+async fn a_failure_burst_opens_its_own_incident_and_leaves_the_countries_one_intact(b: Backend) {
+    let s = Scenario::start(b, "[incidents]\nburst_failures = 2").await;
+    s.sign_in("erin@example.com", GB).await;
+    s.sign_in("erin@example.com", SE).await;
+    for _ in 0..3 {
+        let req = login_post("erin@example.com", "wrong", "", &[("x-forwarded-for", GB2)]);
+        s.gw.client().send(s.gw.addr(), Version::HTTP_11, req).await;
+    }
+    let open = s.incidents().incidents.list(false).await.expect("list");
+    assert_eq!(open.len(), 2, "{open:?}");
+    let countries = open
+        .iter()
+        .find(|i| i.kind == "countries")
+        .expect("countries");
+    let burst = open
+        .iter()
+        .find(|i| i.kind == "failures")
+        .expect("failures");
+    assert_eq!(countries.finding.distinct_countries(), 2);
+    assert_eq!(countries.finding.sign_ins, 2);
+    assert!(
+        !countries.finding.ips.contains(GB2),
+        "failures are not sign-ins"
+    );
+    assert!(burst.finding.ips.contains(GB2));
+    assert_eq!(burst.finding.sign_ins, 3);
+    // Closing needs a note saying why; then the next finding opens a new one.
+    let inc = &s.incidents().incidents;
+    assert!(inc.close(&countries.id, "  ", "root").await.is_err());
+    inc.close(&countries.id, "called her: travelling", "root")
+        .await
+        .expect("close");
+    s.sign_in("erin@example.com", SE2).await;
+    let open = inc.list(false).await.expect("list");
+    let reopened = open.iter().find(|i| i.kind == "countries").expect("new");
+    assert_ne!(reopened.id, countries.id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_records_the_browsers_user_agent() {
+    let s = Scenario::start(Backend::Embedded, "").await;
+    let ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+    let req = login_post(
+        "fay@example.com",
+        PASSWORD,
+        "",
+        &[("x-forwarded-for", GB), ("user-agent", ua)],
+    );
+    s.gw.client().send(s.gw.addr(), Version::HTTP_11, req).await;
+    let req = login_post(
+        "fay@example.com",
+        "wrong",
+        "",
+        &[("x-forwarded-for", GB), ("user-agent", ua)],
+    );
+    s.gw.client().send(s.gw.addr(), Version::HTTP_11, req).await;
+    let h = s
+        .incidents()
+        .incidents
+        .history("fay@example.com", 10)
+        .await
+        .expect("history");
+    assert_eq!(h.len(), 2);
+    assert!(h.iter().all(|r| r.user_agent == ua), "{h:?}");
 }
 
 async fn history_is_capped_and_newest_first(b: Backend) {

@@ -169,11 +169,13 @@ pub async fn handle(
                     "Two-factor key removed.".to_string()
                 }
                 "/incidents/close" => {
-                    incidents
-                        .close(&field("id"), &field("note"), actor)
-                        .await
-                        .map_err(incident_err)?;
-                    "Incident closed.".to_string()
+                    match incidents.close(&field("id"), &field("note"), actor).await {
+                        Ok(()) => "Incident closed.".to_string(),
+                        Err(crate::incidents::IncidentError::NoteRequired) => {
+                            "Not closed: write a note saying why.".to_string()
+                        }
+                        Err(e) => return Err(incident_err(e)),
+                    }
                 }
                 "/trusted/add" => {
                     let prefix = match field("prefix").as_str() {
@@ -339,6 +341,7 @@ fn incident_err(e: crate::incidents::IncidentError) -> GateError {
     match e {
         crate::incidents::IncidentError::NotFound(_) => GateError::NotFound,
         crate::incidents::IncidentError::Safe(_) => GateError::BadRequest("invalid safe network"),
+        crate::incidents::IncidentError::NoteRequired => GateError::BadRequest("note"),
         crate::incidents::IncidentError::Store(_) => GateError::StoreUnavailable,
     }
 }

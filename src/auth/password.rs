@@ -215,7 +215,8 @@ impl Passwords {
             .map_err(|_| StoreError::Corrupt("password hashing failed".into()))?
             .to_string();
         let key = Key::UserPassword(user.to_string());
-        for _ in 0..5 {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let current = self.store.get_json::<PasswordHistory>(&key).await?;
             let version = current.as_ref().map(|v| v.version);
             let mut h = current.map(|v| v.value).unwrap_or_default();

@@ -143,9 +143,6 @@ pub struct TwoFactor {
     sealer: Arc<Sealer>,
 }
 
-/// How often a lost compare-and-set is retried before giving up.
-const CAS_RETRIES: usize = 5;
-
 impl TwoFactor {
     pub fn new(store: Arc<dyn Store>, sealer: Arc<Sealer>) -> Self {
         Self { store, sealer }
@@ -185,7 +182,8 @@ impl TwoFactor {
         now_ms: u64,
     ) -> Result<UserProfile, TwoFactorError> {
         let key = Key::UserProfile(user.to_string());
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let current = self.store.get_json::<UserProfile>(&key).await?;
             let (mut p, version) = match current {
                 Some(v) => (v.value, Some(v.version)),
@@ -256,7 +254,8 @@ impl TwoFactor {
         {
             return self.use_recovery(user, code).await;
         }
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let Some(current) = self.store.get_json::<TotpRecord>(&key).await? else {
                 return Err(TwoFactorError::NotEnrolled);
             };
@@ -283,7 +282,8 @@ impl TwoFactor {
 
     async fn use_recovery(&self, user: &str, code: &str) -> Result<CodeCheck, TwoFactorError> {
         let key = Key::UserRecovery(user.to_string());
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let Some(current) = self.store.get(&key).await? else {
                 return Ok(CodeCheck::Refused(TotpError::Malformed));
             };
@@ -329,7 +329,8 @@ impl TwoFactor {
     /// Admin: require (or stop requiring) 2FA for one user.
     pub async fn set_required(&self, user: &str, required: bool) -> Result<(), TwoFactorError> {
         let key = Key::UserProfile(user.to_string());
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let current = self.store.get_json::<UserProfile>(&key).await?;
             let version = current.as_ref().map(|v| v.version);
             let mut p = current.map(|v| v.value).unwrap_or_default();

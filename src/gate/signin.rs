@@ -26,6 +26,8 @@ impl Gate {
         let user = login::field(&content_type, &bytes, &settings.login.username_field)
             .and_then(|u| login::normalise_username(&u));
         let ip = facts.client.to_string();
+        // The browser's, not the dashboard answer's: it classifies the session.
+        let user_agent = headers_user_agent(&parts.headers);
         let Some(user) = user else {
             // No username, nothing to count or lock: the dashboard answers
             // its own form error, and no session can come of it.
@@ -67,7 +69,7 @@ impl Gate {
                     live,
                     facts,
                     &user,
-                    &headers_user_agent(&parts.headers),
+                    &user_agent,
                     crate::incidents::history::LoginResult::Locked,
                 )
                 .await;
@@ -103,7 +105,7 @@ impl Gate {
                 live,
                 facts,
                 &user,
-                &headers_user_agent(&headers),
+                &user_agent,
                 crate::incidents::history::LoginResult::BadPassword,
             )
             .await;
@@ -164,7 +166,6 @@ impl Gate {
             }
             None => false,
         };
-        let user_agent = headers_user_agent(&headers);
         self.note_attempt(
             live,
             facts,

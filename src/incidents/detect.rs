@@ -23,6 +23,19 @@ impl Finding {
     pub fn distinct_countries(&self) -> usize {
         self.countries.len()
     }
+
+    /// Evidence accumulates while an incident is open: a later window may no
+    /// longer hold the first sign-ins, but the incident must keep them.
+    pub fn merge(&mut self, later: &Finding) {
+        for (country, n) in &later.countries {
+            let e = self.countries.entry(country.clone()).or_insert(0);
+            *e = (*e).max(*n);
+        }
+        self.sign_ins = self.sign_ins.max(later.sign_ins);
+        self.first_ms = self.first_ms.min(later.first_ms);
+        self.last_ms = self.last_ms.max(later.last_ms);
+        self.ips.extend(later.ips.iter().cloned());
+    }
 }
 
 /// Successful sign-ins within `window` of `now_ms`, from addresses not in
@@ -68,6 +81,29 @@ pub fn failures_in_window(history: &[LoginRecord], now_ms: u64, window: Duration
         .count()
 }
 
+/// The evidence of a burst: the failed attempts in the window, where from.
+/// `sign_ins` counts attempts here.
+pub fn failures(history: &[LoginRecord], now_ms: u64, window: Duration) -> Finding {
+    let since = now_ms.saturating_sub(window.as_millis() as u64);
+    let mut f = Finding {
+        countries: BTreeMap::new(),
+        sign_ins: 0,
+        first_ms: now_ms,
+        last_ms: now_ms,
+        ips: BTreeSet::new(),
+    };
+    for r in history
+        .iter()
+        .filter(|r| r.ts_ms >= since && r.result != LoginResult::Ok)
+    {
+        *f.countries.entry(r.country.clone()).or_insert(0) += 1;
+        f.sign_ins += 1;
+        f.first_ms = f.first_ms.min(r.ts_ms);
+        f.ips.insert(r.ip.clone());
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +140,22 @@ mod tests {
         let h = vec![ok(1000, "89.160.20.5", "SE"), ok(900, "81.2.69.1", "GB")];
         let safe: IpNet = "89.160.20.0/24".parse().expect("net");
         assert!(evaluate(&h, &[safe], 2_000_000, day, 2).is_none());
+    }
+
+    #[test]
+    fn merged_evidence_keeps_what_an_earlier_window_saw() {
+        let day = Duration::from_secs(86_400);
+        let h = vec![ok(1000, "89.160.20.5", "SE"), ok(900, "81.2.69.1", "GB")];
+        let mut first = evaluate(&h, &[], 2_000_000, day, 2).expect("finding");
+        let h = vec![
+            ok(2000, "2.125.160.216", "DE"),
+            ok(1000, "89.160.20.5", "SE"),
+        ];
+        let later = evaluate(&h, &[], 2_000_000, day, 2).expect("finding");
+        first.merge(&later);
+        assert_eq!(first.distinct_countries(), 3);
+        assert_eq!(first.ips.len(), 3);
+        assert_eq!((first.first_ms, first.last_ms), (900_000, 2_000_000));
     }
 
     #[test]

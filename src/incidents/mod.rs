@@ -48,9 +48,9 @@ pub enum IncidentError {
     Safe(#[from] SafeError),
     #[error("no incident {0}")]
     NotFound(String),
+    #[error("closing an incident needs a note saying why")]
+    NoteRequired,
 }
-
-const CAS_RETRIES: usize = 5;
 
 /// Incidents, history and safe networks over the store.
 pub struct Incidents {
@@ -94,16 +94,10 @@ impl Incidents {
             && detect::failures_in_window(&history, now, self.settings.window)
                 > self.settings.burst_failures
         {
-            let mut f =
-                detect::evaluate(&[], &[], now, self.settings.window, 2).unwrap_or(Finding {
-                    countries: Default::default(),
-                    sign_ins: 0,
-                    first_ms: now,
-                    last_ms: now,
-                    ips: Default::default(),
-                });
-            f.ips.insert(rec.ip.clone());
-            Some(("failures", f))
+            Some((
+                "failures",
+                detect::failures(&history, now, self.settings.window),
+            ))
         } else {
             None
         };
@@ -129,6 +123,9 @@ impl Incidents {
             .collect())
     }
 
+    /// One open incident per user and kind: a finding while one is open adds
+    /// its evidence to it; otherwise a new one is opened. Concurrent sign-ins
+    /// race on the pointer with create/compare-and-set, so exactly one opens it.
     async fn open_or_update(
         &self,
         user: &str,
@@ -136,65 +133,100 @@ impl Incidents {
         finding: Finding,
         now: u64,
     ) -> Result<Option<Incident>, IncidentError> {
-        let pointer = Key::UserIncident(user.to_string());
-        if let Some(id) = self.store.get(&pointer).await? {
-            let id = String::from_utf8_lossy(&id.value).to_string();
-            let key = Key::Incident(id.clone());
-            for _ in 0..CAS_RETRIES {
-                let Some(current) = self.store.get_json::<Incident>(&key).await? else {
-                    break;
-                };
-                if !current.value.open {
-                    break;
-                }
-                let mut next = current.value.clone();
-                next.finding = finding.clone();
-                next.updated_ms = now;
-                if self
-                    .store
-                    .cas_json(&key, Some(current.version), &next, None)
-                    .await?
-                {
+        let pointer = Key::UserIncident(user.to_string(), kind.to_string());
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
+            let current = self.store.get(&pointer).await?;
+            if let Some(p) = &current {
+                let id = String::from_utf8_lossy(&p.value).to_string();
+                if self.add_evidence(&id, &finding, now).await? {
                     return Ok(None);
                 }
             }
+            // No open incident behind the pointer: claim it for a new one.
+            let id = hex::encode(rand::random::<[u8; 8]>());
+            let incident = Incident {
+                id: id.clone(),
+                user: user.to_string(),
+                kind: kind.to_string(),
+                opened_ms: now,
+                updated_ms: now,
+                finding: finding.clone(),
+                open: true,
+                note: None,
+            };
+            // Written before the pointer names it, so the pointer never leads nowhere.
+            self.store
+                .put_json(&Key::Incident(id.clone()), &incident, None)
+                .await?;
+            let claimed = self
+                .store
+                .compare_and_set(
+                    &pointer,
+                    current.map(|p| p.version),
+                    id.clone().into(),
+                    None,
+                )
+                .await?;
+            if !claimed {
+                // Another sign-in opened (or moved) it first: add to theirs.
+                self.store.delete(&Key::Incident(id)).await?;
+                continue;
+            }
+            self.store.set_add(&Key::Incidents, &id).await?;
+            let countries = incident
+                .finding
+                .countries
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",");
+            Event {
+                event: "incident_opened",
+                user: Some(user),
+                reason: Some(kind),
+                country: Some(&countries),
+                reference: Some(&id),
+                ..Event::default()
+            }
+            .emit();
+            if let Some(url) = &self.settings.webhook {
+                webhook::send(url.clone(), &incident);
+            }
+            return Ok(Some(incident));
         }
-        let id = hex::encode(rand::random::<[u8; 8]>());
-        let incident = Incident {
-            id: id.clone(),
-            user: user.to_string(),
-            kind: kind.to_string(),
-            opened_ms: now,
-            updated_ms: now,
-            finding,
-            open: true,
-            note: None,
-        };
-        self.store
-            .put_json(&Key::Incident(id.clone()), &incident, None)
-            .await?;
-        self.store.put(&pointer, id.clone().into(), None).await?;
-        self.store.set_add(&Key::Incidents, &id).await?;
-        let countries = incident
-            .finding
-            .countries
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(",");
-        Event {
-            event: "incident_opened",
-            user: Some(user),
-            reason: Some(kind),
-            country: Some(&countries),
-            reference: Some(&id),
-            ..Event::default()
+        Err(StoreError::Unavailable("incident update kept conflicting".into()).into())
+    }
+
+    /// Merge `finding` into incident `id` if it is still open. `false` = it
+    /// is closed or gone.
+    async fn add_evidence(
+        &self,
+        id: &str,
+        finding: &Finding,
+        now: u64,
+    ) -> Result<bool, IncidentError> {
+        let key = Key::Incident(id.to_string());
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
+            let Some(current) = self.store.get_json::<Incident>(&key).await? else {
+                return Ok(false);
+            };
+            if !current.value.open {
+                return Ok(false);
+            }
+            let mut next = current.value.clone();
+            next.finding.merge(finding);
+            next.updated_ms = now;
+            if self
+                .store
+                .cas_json(&key, Some(current.version), &next, None)
+                .await?
+            {
+                return Ok(true);
+            }
         }
-        .emit();
-        if let Some(url) = &self.settings.webhook {
-            webhook::send(url.clone(), &incident);
-        }
-        Ok(Some(incident))
+        Err(StoreError::Unavailable("incident update kept conflicting".into()).into())
     }
 
     /// Incidents, newest first; only open ones unless `all`.
@@ -221,22 +253,33 @@ impl Incidents {
 
     /// Close an incident with a note; the next finding opens a new one.
     pub async fn close(&self, id: &str, note: &str, actor: &str) -> Result<(), IncidentError> {
+        let note = note.trim();
+        if note.is_empty() {
+            return Err(IncidentError::NoteRequired);
+        }
         let key = Key::Incident(id.to_string());
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let Some(current) = self.store.get_json::<Incident>(&key).await? else {
                 return Err(IncidentError::NotFound(id.to_string()));
             };
             let mut next = current.value.clone();
             next.open = false;
-            next.note = Some(note.trim().to_string());
+            next.note = Some(note.chars().take(500).collect());
             if self
                 .store
                 .cas_json(&key, Some(current.version), &next, None)
                 .await?
             {
-                self.store
-                    .delete(&Key::UserIncident(next.user.clone()))
-                    .await?;
+                // The pointer may already name a newer incident; leave that one.
+                let pointer = Key::UserIncident(next.user.clone(), next.kind.clone());
+                if let Some(p) = self.store.get(&pointer).await? {
+                    if p.value.as_ref() == id.as_bytes() {
+                        self.store
+                            .compare_and_set(&pointer, Some(p.version), bytes::Bytes::new(), None)
+                            .await?;
+                    }
+                }
                 Event {
                     event: "incident_closed",
                     user: Some(&next.user),
@@ -306,6 +349,9 @@ impl Incidents {
             removed = list.len() != before;
         })
         .await?;
+        if !removed {
+            return Ok(false);
+        }
         Event {
             event: "network_unmarked_safe",
             actor: Some(actor),
@@ -353,7 +399,8 @@ impl Incidents {
         mut change: impl FnMut(&mut Vec<SafeEntry>),
     ) -> Result<(), IncidentError> {
         let key = Key::Trusted(domain.to_string());
-        for _ in 0..CAS_RETRIES {
+        for round in 0..crate::store::CAS_ROUNDS {
+            crate::store::cas_pause(round).await;
             let current = self.store.get_json::<Vec<SafeEntry>>(&key).await?;
             let version = current.as_ref().map(|v| v.version);
             let mut list = current.map(|v| v.value).unwrap_or_default();

@@ -42,8 +42,8 @@ pub enum Key {
     Logins(String),
     /// One incident report (value).
     Incident(String),
-    /// Incident detection state of a user (value).
-    UserIncident(String),
+    /// The open incident of one kind for a user: (user, kind) → incident id (value).
+    UserIncident(String, String),
     /// Ids of all incidents (set).
     Incidents,
     /// Trusted IPs/networks of an email domain (value).
@@ -83,7 +83,7 @@ impl Key {
             Key::EpochUser(u) => user_key(u, "epoch"),
             Key::Logins(u) => user_key(u, "logins"),
             Key::Incident(id) => format!("{INCIDENT}{}}}", esc(id)),
-            Key::UserIncident(u) => user_key(u, "incident"),
+            Key::UserIncident(u, kind) => user_key(u, &format!("incident:{}", esc(kind))),
             Key::Incidents => "gh:incidents".to_owned(),
             Key::Trusted(d) => format!("{TRUSTED}{}}}", esc(d)),
         }
@@ -110,8 +110,10 @@ impl Key {
                 "fail" => Key::FailUser(u),
                 "epoch" => Key::EpochUser(u),
                 "logins" => Key::Logins(u),
-                "incident" => Key::UserIncident(u),
-                _ => return None,
+                other => {
+                    let kind = unesc(other.strip_prefix("incident:")?)?;
+                    Key::UserIncident(u, kind)
+                }
             });
         }
         let tagged = |prefix: &str| s.strip_prefix(prefix)?.strip_suffix('}').and_then(unesc);
@@ -145,7 +147,7 @@ impl Key {
             Key::EpochUser(_) => "user epoch",
             Key::Logins(_) => "logins",
             Key::Incident(_) => "incident",
-            Key::UserIncident(_) => "user incident state",
+            Key::UserIncident(..) => "user incident state",
             Key::Incidents => "incidents",
             Key::Trusted(_) => "trusted networks",
         }
@@ -242,7 +244,7 @@ mod tests {
             Key::EpochUser(n()),
             Key::Logins(n()),
             Key::Incident(n()),
-            Key::UserIncident(n()),
+            Key::UserIncident(n(), n()),
             Key::Incidents,
             Key::Trusted(n()),
         ]

@@ -151,6 +151,20 @@ pub trait Store: Send + Sync + 'static {
     fn healthy(&self) -> bool;
 }
 
+/// Compare-and-set loops: rounds before a conflicting update becomes an
+/// error. Racing writers of one record (a user signing in from many tabs)
+/// all get through within these rounds.
+pub const CAS_ROUNDS: usize = 12;
+
+/// A short random pause before every round but the first, growing up to
+/// 64 ms, so that writers that just collided do not collide again.
+pub async fn cas_pause(round: usize) {
+    if round > 0 {
+        let cap = 1u64 << round.min(6);
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % cap)).await;
+    }
+}
+
 /// Opens the backend named by `settings.url`.
 pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError> {
     let url = settings.url.trim();
