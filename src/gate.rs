@@ -118,6 +118,9 @@ const WEBSOCKET_RECHECK: Duration = Duration::from_secs(2);
 impl Gate {
     pub async fn handle(&self, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        // Boxed once here, so a stage that must read a body (a password
+        // form) can hand the request on whole to the next.
+        let req = req.map(proxy::stream);
         let live = self.live.load_full();
         let method = req.method().clone();
         let mut facts = Facts {
@@ -178,7 +181,7 @@ impl Gate {
         &self,
         live: &Arc<Live>,
         conn: ConnInfo,
-        req: Request<Incoming>,
+        req: Request<Body>,
         facts: &mut Facts,
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
@@ -300,7 +303,21 @@ impl Gate {
             return own_pages::handle(&ctx, req, &path, lookup).await;
         }
 
-        // 6. auth: login interception, then what the session allows.
+        // 6. auth: the forgot-password form's new password meets the policy
+        // first, then login interception, then what the session allows.
+        let req = match settings
+            .password
+            .as_ref()
+            .and_then(|p| p.base.forgot_path.as_ref())
+        {
+            Some(forgot) if *forgot == facts.path && req.method() == Method::POST => {
+                match self.check_reset(live, req, facts, &lookup).await? {
+                    Ok(req) => req,
+                    Err(refused) => return Ok(refused),
+                }
+            }
+            _ => req,
+        };
         let login = &settings.login;
         if login.is_login(req.method(), &facts.path) {
             let prior = match lookup {
@@ -376,7 +393,7 @@ fn store_down(e: StoreError) -> GateError {
 /// with a deadline so a trickled body cannot hold a request open
 /// (SECURITY-TESTS 27, 28).
 pub(crate) async fn read_bounded(
-    body: Incoming,
+    body: Body,
     headers: &HeaderMap,
     limit: usize,
     deadline: Duration,
@@ -388,18 +405,24 @@ pub(crate) async fn read_bounded(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GateError::PayloadTooLarge);
     }
-    let collect = http_body_util::Limited::new(body, limit).collect();
-    match tokio::time::timeout(deadline, collect).await {
-        Err(_) => Err(GateError::RequestTimeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(GateError::PayloadTooLarge)
+    let collect = async move {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| GateError::BadRequest("request body could not be read"))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(GateError::PayloadTooLarge);
+                }
+                buf.extend_from_slice(&data);
+            }
         }
-        Ok(Err(_)) => Err(GateError::BadRequest("request body could not be read")),
-    }
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(deadline, collect)
+        .await
+        .map_err(|_| GateError::RequestTimeout)?
 }
 
 fn redirect(status: StatusCode, to: &str) -> Response<Body> {
@@ -416,7 +439,7 @@ fn redirect(status: StatusCode, to: &str) -> Response<Body> {
 /// The authority the client addressed. HTTP/1.1 must carry exactly one Host;
 /// when the request-target is absolute (or HTTP/2 sends `:authority`) and a
 /// Host is present too, they must agree (SECURITY-TESTS 11, 12).
-fn request_host(req: &Request<Incoming>) -> Result<String, GateError> {
+fn request_host(req: &Request<Body>) -> Result<String, GateError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
@@ -468,7 +491,7 @@ pub(crate) fn host_without_port(host: &str) -> String {
 }
 
 /// The path and query forwarded upstream: exactly what the stages checked.
-fn forwarded_target(req: &Request<Incoming>) -> Result<PathAndQuery, GateError> {
+fn forwarded_target(req: &Request<Body>) -> Result<PathAndQuery, GateError> {
     let pq = req
         .uri()
         .path_and_query()

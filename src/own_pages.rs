@@ -16,7 +16,6 @@ use crate::session::cookie::{self as gh_cookie, SessionId};
 use crate::session::{EndReason, Lookup, SecondFactor, Session, SessionState};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -61,7 +60,7 @@ impl Ctx<'_> {
 
 pub async fn handle(
     ctx: &Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     path: &str,
     lookup: Lookup,
 ) -> Result<Response<Body>, GateError> {
@@ -619,7 +618,7 @@ async fn account_action(
 /// session's token (SECURITY-TESTS 27, 34).
 pub(crate) async fn read_form(
     ctx: &Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     s: &Session,
 ) -> Result<HashMap<String, String>, GateError> {
     let headers = req.headers().clone();

@@ -236,3 +236,63 @@ fn a_bad_domain_override_is_reported_with_its_key_path() {
         "{issues:?}"
     );
 }
+
+/// The forgot-password form of a dashboard (here the recording upstream):
+/// the rules apply before it sees the new password, the minimum age does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forgot_password_form_meets_the_rules_but_not_the_minimum_age() {
+    let up = support::upstream::Recorder::start().await;
+    let config = Config::default().rest(
+        "[two_factor]\nmode = \"off\"\n[login]\nanonymous_paths = [\"/login\", \"/forgot/\"]\n[password]\nforgot_path = \"/forgot/reset\"\nmin_age = \"1day\"",
+    );
+    let gw = TestGateway::start(&config, &up.url()).await;
+    let reset = |new: &str, confirm: &str| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("token", "t0k3n"),
+                ("new_password", new),
+                ("confirm_password", confirm),
+            ])
+            .finish();
+        Request::post("/forgot/reset?token=t0k3n")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .expect("request")
+    };
+    let client = gw.client();
+    let weak = client
+        .send(gw.addr(), Version::HTTP_11, reset("short", "short"))
+        .await;
+    assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        weak.text().contains("at least 8 characters"),
+        "{}",
+        weak.text()
+    );
+    assert!(
+        weak.text().contains("/forgot/reset?token=t0k3n"),
+        "link back to the form"
+    );
+    let mismatch = client
+        .send(
+            gw.addr(),
+            Version::HTTP_11,
+            reset("Strong-pass-1", "Strong-pass-2"),
+        )
+        .await;
+    assert_eq!(mismatch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        !up.saw_prefix("/forgot"),
+        "a refused new password reached the dashboard"
+    );
+    // Twice in a row: the minimum age of a day is not in the way of a reset.
+    for pass in ["Strong-pass-1", "Stronger-pass-2"] {
+        let ok = client
+            .send(gw.addr(), Version::HTTP_11, reset(pass, pass))
+            .await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+        let seen = up.last().expect("forwarded");
+        assert_eq!(seen.target, "/forgot/reset?token=t0k3n");
+        assert!(String::from_utf8_lossy(&seen.body).contains("new_password="));
+    }
+}

@@ -11,12 +11,11 @@ use crate::proxy::Body;
 use crate::session::cookie as gh_cookie;
 use crate::session::{Lookup, SecondFactor, Session, SessionState};
 use http::{header, Method, Request, Response};
-use hyper::body::Incoming;
 use std::collections::HashMap;
 
 pub async fn handle(
     ctx: &Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     path: &str,
     lookup: Lookup,
 ) -> Result<Response<Body>, GateError> {

@@ -13,6 +13,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct PasswordPolicy {
     pub change_path: String,
+    /// The dashboard's forgot-password form: rules apply, minimum age does not.
+    pub forgot_path: Option<String>,
     pub current_field: String,
     pub new_field: String,
     pub confirm_field: String,
@@ -240,6 +242,7 @@ mod tests {
     fn policy() -> PasswordPolicy {
         PasswordPolicy {
             change_path: "/profile/password".into(),
+            forgot_path: None,
             current_field: "current_password".into(),
             new_field: "new_password".into(),
             confirm_field: "confirm_password".into(),

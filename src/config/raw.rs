@@ -495,6 +495,10 @@ impl Default for RawIncidents {
 pub struct RawPassword {
     /// Path of the change-password form's POST target ("" = not intercepted).
     pub change_path: String,
+    /// Path of the dashboard's forgot-password (reset) form's POST target
+    /// ("" = none). Its new password meets the same rules, except the
+    /// minimum age: someone locked out of their account must get back in.
+    pub forgot_path: String,
     pub current_field: String,
     pub new_field: String,
     pub confirm_field: String,
@@ -523,6 +527,7 @@ impl Default for RawPassword {
     fn default() -> Self {
         Self {
             change_path: "/profile/password".into(),
+            forgot_path: String::new(),
             current_field: "current_password".into(),
             new_field: "new_password".into(),
             confirm_field: "confirm_password".into(),

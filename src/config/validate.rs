@@ -693,6 +693,16 @@ fn validate_password(
         return None;
     }
     check_path("password.change_path", &p.change_path, issues);
+    let forgot_path = (!p.forgot_path.trim().is_empty()).then(|| p.forgot_path.clone());
+    if let Some(f) = &forgot_path {
+        check_path("password.forgot_path", f, issues);
+        if *f == p.change_path {
+            issues.push(ConfigIssue::new(
+                "password.forgot_path",
+                "must differ from password.change_path",
+            ));
+        }
+    }
     if !(6..=64).contains(&p.min_length) {
         issues.push(ConfigIssue::new(
             "password.min_length",
@@ -736,6 +746,7 @@ fn validate_password(
     }
     Some(crate::auth::password::PasswordPolicy {
         change_path: p.change_path.clone(),
+        forgot_path,
         current_field: p.current_field.clone(),
         new_field: p.new_field.clone(),
         confirm_field: p.confirm_field.clone(),

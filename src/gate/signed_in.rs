@@ -9,7 +9,7 @@ impl Gate {
     pub(super) async fn signed_in(
         &self,
         live: &Arc<Live>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         target: PathAndQuery,
         facts: &mut Facts,
         mut session: Session,
@@ -46,7 +46,7 @@ impl Gate {
             .forward_upgradable(
                 live,
                 parts,
-                proxy::stream(body),
+                body,
                 target,
                 facts,
                 Some(&vault),
@@ -99,7 +99,7 @@ impl Gate {
     pub(super) async fn change_password(
         &self,
         live: &Arc<Live>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         target: PathAndQuery,
         facts: &mut Facts,
         mut session: Session,
@@ -123,7 +123,13 @@ impl Gate {
         let history = self.passwords.history(&user).await.map_err(store_down)?;
         broken.extend(policy.check_history(&history, &new, facts.now_ms));
         if !broken.is_empty() {
-            return Ok(password_refused(&settings, &user, facts.client, &broken));
+            return Ok(password_refused(
+                &settings,
+                &user,
+                facts.client,
+                &broken,
+                &policy.change_path,
+            ));
         }
         let vault = session.record.vault.clone();
         let resp = self
@@ -180,6 +186,64 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// 6a. The dashboard's forgot-password form: the new password meets the
+    /// policy's rules (and, for a signed-in user, reuse) but not the minimum
+    /// age. Gives the request back, its body read, or the refusal page. The
+    /// dashboard decides whether the reset happens; history is recorded by
+    /// the change form only, where gatehouse knows whose password it is.
+    pub(super) async fn check_reset(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Body>,
+        facts: &Facts,
+        lookup: &Lookup,
+    ) -> Result<Result<Request<Body>, Response<Body>>, GateError> {
+        let settings = &live.settings;
+        let Some(policies) = settings.password.as_ref() else {
+            return Ok(Ok(req));
+        };
+        let user = match lookup {
+            Lookup::Live(s) if s.record.state == SessionState::Active => {
+                s.record.user.clone().unwrap_or_default()
+            }
+            _ => String::new(),
+        };
+        let policy = policies.for_user(&user);
+        let FormBody {
+            parts,
+            bytes,
+            content_type,
+        } = FormBody::read(req, &settings.server.limits).await?;
+        let Some(new) = login::field(&content_type, &bytes, &policy.new_field) else {
+            // Not the reset step itself (e.g. the "send me a link" form).
+            return Ok(Ok(Request::from_parts(parts, proxy::full(bytes))));
+        };
+        let confirm = login::field(&content_type, &bytes, &policy.confirm_field);
+        let mut broken = policy.check(&new, None, confirm.as_deref());
+        if !user.is_empty() {
+            let history = self.passwords.history(&user).await.map_err(store_down)?;
+            let no_min_age = crate::auth::password::PasswordPolicy {
+                min_age: None,
+                ..policy.clone()
+            };
+            broken.extend(no_min_age.check_history(&history, &new, facts.now_ms));
+        }
+        if !broken.is_empty() {
+            // Back to the form, with its token if the URL carried one.
+            let form = local_target(facts);
+            return Ok(Err(password_refused(
+                settings,
+                &user,
+                facts.client,
+                &broken,
+                &form,
+            )));
+        }
+        Ok(Ok(Request::from_parts(parts, proxy::full(bytes))))
+    }
+}
+
 /// Closes a spliced websocket once its session is no longer live (logout,
 /// log-out-all, timeouts: SECURITY-TESTS 26), or when the store cannot say.
 pub(super) fn websocket_guard(
@@ -223,6 +287,7 @@ pub(super) fn password_refused(
     user: &str,
     client: ClientIp,
     broken: &[crate::auth::password::Violation],
+    form: &str,
 ) -> Response<Body> {
     use crate::auth::password::Violation;
     let reason = broken
@@ -232,7 +297,7 @@ pub(super) fn password_refused(
         .join(",");
     Event {
         event: "password_refused",
-        user: Some(user),
+        user: (!user.is_empty()).then_some(user),
         ip: Some(client.to_string()),
         reason: Some(&reason),
         ..Event::default()
@@ -249,10 +314,6 @@ pub(super) fn password_refused(
             _ => v.message(),
         })
         .collect();
-    let form = settings
-        .password
-        .as_ref()
-        .map_or("/", |p| p.base.change_path.as_str());
     pages::password::refused(&settings.server.brand, &messages, form)
 }
 

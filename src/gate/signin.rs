@@ -9,7 +9,7 @@ impl Gate {
     pub(super) async fn login(
         &self,
         live: &Arc<Live>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         target: PathAndQuery,
         facts: &mut Facts,
         prior: Option<Session>,
@@ -255,7 +255,7 @@ impl Gate {
     pub(super) async fn anonymous(
         &self,
         live: &Arc<Live>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         target: PathAndQuery,
         facts: &mut Facts,
         prior: Option<Session>,
@@ -276,7 +276,7 @@ impl Gate {
             .forward(
                 live,
                 parts,
-                proxy::stream(body),
+                body,
                 target,
                 facts,
                 vault.as_ref(),
@@ -350,7 +350,7 @@ impl Gate {
     pub(super) fn to_sign_in(
         &self,
         live: &Live,
-        req: &Request<Incoming>,
+        req: &Request<Body>,
         facts: &Facts,
     ) -> Response<Body> {
         if wants_json(req.headers()) {
@@ -413,7 +413,7 @@ pub(super) struct FormBody {
 
 impl FormBody {
     pub(super) async fn read(
-        req: Request<Incoming>,
+        req: Request<Body>,
         limits: &crate::config::validate::Limits,
     ) -> Result<Self, GateError> {
         let (parts, body) = req.into_parts();
