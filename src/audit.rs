@@ -61,6 +61,9 @@ pub struct Event<'a> {
 impl Event<'_> {
     /// Emit the event as one JSON object (serde escapes CR, LF and quotes,
     /// so hostile usernames cannot forge lines).
+    /// One JSON object per line, ASCII only: usernames and other client
+    /// text cannot break the line, forge another, or reach a log reader as
+    /// a line separator, bidi override or escape sequence.
     pub fn emit(&self) {
         let ts = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -69,7 +72,7 @@ impl Event<'_> {
         if let Some(obj) = value.as_object_mut() {
             obj.insert("ts".into(), ts.into());
         }
-        let line = value.to_string();
+        let line = ascii_only(&value.to_string());
         tracing::info!(target: "gatehouse::audit", "{line}");
         if let Some(f) = FILE.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             // One write per line keeps lines whole under concurrent writers.
@@ -79,5 +82,34 @@ impl Event<'_> {
         }
         // Every security event is also a counter: logins, 2FA, lockouts, incidents…
         metrics::counter!("gatehouse_events_total", "event" => self.event.to_string()).increment(1);
+    }
+}
+
+/// Non-ASCII characters of a JSON text as `\uXXXX` escapes. Outside strings
+/// JSON is ASCII already, so the result is the same JSON value.
+fn ascii_only(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod ascii_tests {
+    #[test]
+    fn audit_lines_are_ascii_and_still_the_same_json() {
+        let v = serde_json::json!({"user": "mall\u{2028}ory\u{202e} é 😀 \"x\"\n"});
+        let line = super::ascii_only(&v.to_string());
+        assert!(line.is_ascii(), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(back, v);
     }
 }

@@ -134,14 +134,20 @@ pub fn email_domain(user: &str) -> Option<&str> {
 pub fn safe_return_to(raw: &str) -> String {
     let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
     let candidates = [raw, decoded.as_ref()];
-    let ok = candidates.iter().all(|t| {
-        t.starts_with('/')
-            && !t.starts_with("//")
-            && !t.starts_with("/\\")
-            && !t.contains('\\')
-            && !t.chars().any(|c| c.is_control() || c.is_whitespace())
-            && !t.contains("/./\\")
-    }) && raw.len() <= 2048;
+    // Visible ASCII only: anything else cannot go into a Location header
+    // as it is, and must not be "fixed" into something else by a browser.
+    let ok = raw.bytes().all(|b| (0x21..0x7f).contains(&b))
+        && candidates.iter().all(|t| {
+            t.starts_with('/')
+                && !t.starts_with("//")
+                && !t.starts_with("/\\")
+                && !t.contains('\\')
+                && !t
+                    .chars()
+                    .any(|c| c.is_control() || (c.is_whitespace() && c != ' '))
+                && !t.contains("/./\\")
+        })
+        && raw.len() <= 2048;
     if ok {
         raw.to_string()
     } else {
@@ -149,10 +155,40 @@ pub fn safe_return_to(raw: &str) -> String {
     }
 }
 
+/// A Location from the dashboard made local: same-host absolute URLs become
+/// paths, anything off-site becomes "/".
+pub fn local_location(location: &str, host: &str) -> String {
+    use crate::gate::host_without_port;
+    for scheme in ["https://", "http://"] {
+        if let Some(rest) = location.strip_prefix(scheme) {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            if host_without_port(authority) == host_without_port(host) {
+                return safe_return_to(if path.is_empty() { "/" } else { path });
+            }
+            return "/".to_string();
+        }
+    }
+    safe_return_to(location)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn dashboard_redirects_stay_on_this_host() {
+        assert_eq!(
+            local_location("https://pbx.example.com:8443/home", "pbx.example.com:8443"),
+            "/home"
+        );
+        assert_eq!(
+            local_location("https://evil.example/x", "pbx.example.com"),
+            "/"
+        );
+        assert_eq!(local_location("//evil.example/x", "pbx.example.com"), "/");
+        assert_eq!(local_location("/calls", "pbx.example.com"), "/calls");
+    }
 
     fn settings() -> LoginSettings {
         LoginSettings {

@@ -58,6 +58,15 @@ impl Gate {
         let user = session.record.user.clone();
         if logout {
             strip_http_only(resp.headers_mut());
+            // Where the dashboard sends a signed-out user stays on this site
+            // (a `?next=` on its logout must not become an open redirect).
+            let made_local = resp.headers().get(header::LOCATION).map(|l| {
+                let l = l.to_str().unwrap_or("/");
+                login::local_location(l, &facts.host)
+            });
+            if let Some(local) = made_local.and_then(|l| HeaderValue::from_str(&l).ok()) {
+                resp.headers_mut().insert(header::LOCATION, local);
+            }
             live.sessions
                 .end(&session.digest, user.as_deref(), EndReason::Logout)
                 .await

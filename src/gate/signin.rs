@@ -239,12 +239,13 @@ impl Gate {
         let location = notice.or(return_to).or_else(|| {
             h.get(header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .map(|l| local_location(l, &facts.host))
+                .map(|l| login::local_location(l, &facts.host))
         });
-        if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            if resp.status().is_redirection() {
-                resp.headers_mut().insert(header::LOCATION, loc);
-            }
+        if resp.status().is_redirection() {
+            let loc = location
+                .and_then(|l| HeaderValue::from_str(&l).ok())
+                .unwrap_or(HeaderValue::from_static("/"));
+            resp.headers_mut().insert(header::LOCATION, loc);
         }
         Ok(resp)
     }
@@ -478,38 +479,4 @@ pub(super) fn local_target(facts: &Facts) -> String {
         None => facts.path.clone(),
     };
     login::safe_return_to(&t)
-}
-
-/// A Location from the dashboard made local: same-host absolute URLs become
-/// paths, anything off-site becomes "/".
-pub(super) fn local_location(location: &str, host: &str) -> String {
-    for scheme in ["https://", "http://"] {
-        if let Some(rest) = location.strip_prefix(scheme) {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            if host_without_port(authority) == host_without_port(host) {
-                return login::safe_return_to(if path.is_empty() { "/" } else { path });
-            }
-            return "/".to_string();
-        }
-    }
-    login::safe_return_to(location)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dashboard_redirects_stay_on_this_host() {
-        assert_eq!(
-            local_location("https://pbx.example.com:8443/home", "pbx.example.com:8443"),
-            "/home"
-        );
-        assert_eq!(
-            local_location("https://evil.example/x", "pbx.example.com"),
-            "/"
-        );
-        assert_eq!(local_location("//evil.example/x", "pbx.example.com"), "/");
-        assert_eq!(local_location("/calls", "pbx.example.com"), "/calls");
-    }
 }

@@ -27,7 +27,8 @@ pub struct Seen {
 /// Routes: `POST /login` is a dashboard login (password [`PASSWORD`] →
 /// 302 to `/home` with an HttpOnly `APPSESSION` and a readable `theme`
 /// cookie; anything else → 200 form error); `…slow…` waits 3 s;
-/// `…set-cookie…` answers with cookies; everything else answers 200
+/// `…set-cookie…` answers with cookies; `/logout?next=X` redirects to X
+/// as given; everything else answers 200
 /// `upstream saw <target>`.
 pub struct Recorder {
     pub addr: SocketAddr,
@@ -109,6 +110,16 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
     });
     if parts.method == Method::POST && target.starts_with("/login") {
         return login(&body);
+    }
+    if let Some(next) = target.strip_prefix("/logout?next=") {
+        // A dashboard whose logout follows `next` blindly (an open redirect).
+        let to = percent_encoding::percent_decode(next.as_bytes()).collect::<Vec<u8>>();
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = http::HeaderValue::from_bytes(&to) {
+            resp.headers_mut().insert("location", v);
+        }
+        return resp;
     }
     if target.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
