@@ -149,7 +149,12 @@ impl Gate {
             }
         };
         finish_headers(&live.settings, &mut resp);
-        metrics::counter!("gatehouse_requests_total", "status" => resp.status().as_u16().to_string()).increment(1);
+        metrics::counter!(
+            "gatehouse_requests_total",
+            "area" => facts.area.clone(),
+            "status" => resp.status().as_u16().to_string()
+        )
+        .increment(1);
         if let Some(t) = upstream_time {
             metrics::histogram!("gatehouse_upstream_seconds").record(t.as_secs_f64());
         }

@@ -89,6 +89,11 @@ impl Gateway {
         let redirect_addr = bound.redirect.as_ref().and_then(|l| l.local_addr().ok());
         let metrics_listener = metrics::bind(self.settings.metrics_listen).await?;
         let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+        if metrics_listener.is_some() {
+            // Installed before anything records (the certificate expiry gauge
+            // is set while the TLS configuration is built).
+            let _ = metrics::recorder();
+        }
         let store = match self.store {
             Some(s) => s,
             None => store::open(&self.settings.store).await?,
@@ -114,7 +119,7 @@ impl Gateway {
             metrics::serve(
                 l,
                 metrics::Readiness {
-                    store: gate.store.clone(),
+                    gate: gate.clone(),
                     upstream,
                 },
             )
@@ -198,8 +203,12 @@ impl Handle {
         self.gate
             .vaulted
             .learn(settings.login.session_cookies.iter().map(String::as_str));
-        let live = Live::build(settings, &self.gate.store)?;
+        let live = Live::build(settings, &self.gate.store).inspect_err(|_| {
+            ::metrics::counter!("gatehouse_config_reloads_total", "result" => "failed")
+                .increment(1);
+        })?;
         self.gate.live.store(Arc::new(live));
+        ::metrics::counter!("gatehouse_config_reloads_total", "result" => "ok").increment(1);
         Ok(())
     }
 

@@ -1,8 +1,8 @@
 //! Prometheus metrics, `/healthz` and `/readyz` on their own listener, off the
 //! public port (default 127.0.0.1:9813).
 
+use crate::gate::Gate;
 use crate::proxy::{self, Body};
-use crate::store::Store;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -35,11 +35,43 @@ pub fn recorder() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// What `/readyz` checks.
+/// What `/readyz` checks, and where the scrape-time gauges come from.
 #[derive(Clone)]
 pub struct Readiness {
-    pub store: Arc<dyn Store>,
+    pub gate: Arc<Gate>,
     pub upstream: String,
+}
+
+/// Gauges that need a walk over the store are refreshed at most this often,
+/// however often Prometheus scrapes.
+const GAUGE_REFRESH: Duration = Duration::from_secs(1);
+static GAUGES_AT: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Live sessions and open incidents, counted from the store (all gateways').
+async fn refresh_gauges(gate: &Gate) {
+    {
+        let mut at = GAUGES_AT.lock().unwrap_or_else(|p| p.into_inner());
+        if at.is_some_and(|t| t.elapsed() < GAUGE_REFRESH) {
+            return;
+        }
+        *at = Some(std::time::Instant::now());
+    }
+    let live = gate.live.load_full();
+    if let Ok(all) = live.sessions.all().await {
+        let signed_in = all
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.record.state,
+                    crate::session::SessionState::Active | crate::session::SessionState::PasswordOk
+                )
+            })
+            .count();
+        metrics::gauge!("gatehouse_active_sessions").set(signed_in as f64);
+    }
+    if let Ok(open) = live.incidents.list(false).await {
+        metrics::gauge!("gatehouse_open_incidents").set(open.len() as f64);
+    }
 }
 
 /// Serve metrics on an already bound listener until the task is dropped.
@@ -76,6 +108,7 @@ async fn answer(
 ) -> Response<Body> {
     match req.uri().path() {
         "/metrics" => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), refresh_gauges(&r.gate)).await;
             let text = handle.map(|h| h.render()).unwrap_or_default();
             let mut resp = Response::new(proxy::full(text));
             resp.headers_mut().insert(
@@ -86,7 +119,7 @@ async fn answer(
         }
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let store_ok = tokio::time::timeout(Duration::from_secs(2), r.store.ping())
+            let store_ok = tokio::time::timeout(Duration::from_secs(2), r.gate.store.ping())
                 .await
                 .is_ok_and(|x| x.is_ok());
             let upstream_ok = tokio::time::timeout(

@@ -37,6 +37,20 @@ pub fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
             message: "no certificate configured".into(),
         });
     }
+    let mut named: Vec<(&str, &CertPem)> = settings
+        .sni
+        .iter()
+        .map(|(names, pem)| (names.first().map_or("sni", String::as_str), pem))
+        .collect();
+    if let Some(pem) = &settings.default {
+        named.push(("default", pem));
+    }
+    for (name, pem) in named {
+        if let Some(at) = not_after(pem) {
+            metrics::gauge!("gatehouse_certificate_expiry_timestamp_seconds", "certificate" => name.to_string())
+                .set(at as f64);
+        }
+    }
     let resolver = SniResolver { by_name, default };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -52,6 +66,14 @@ pub fn build(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
         config.ticketer = ticketer;
     }
     Ok(Arc::new(config))
+}
+
+/// When the leaf certificate stops being valid (Unix seconds), for the
+/// expiry metric that monitoring alerts on.
+fn not_after(pem: &CertPem) -> Option<i64> {
+    let der = CertificateDer::pem_slice_iter(&pem.cert).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// Validate certificates without keeping the result (for `check-config`).

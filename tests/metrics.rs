@@ -49,11 +49,8 @@ fn value(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_move_with_traffic_and_health_endpoints_answer() {
     let up = Recorder::start().await;
-    let gw = TestGateway::start(
-        &Config::default().rest("[two_factor]\nmode = \"off\""),
-        &up.url(),
-    )
-    .await;
+    let config = Config::default().rest("[two_factor]\nmode = \"off\"");
+    let gw = TestGateway::start(&config, &up.url()).await;
     let addr = gw.handle.metrics_addr().expect("metrics listener");
     let (_, before) = scrape(addr, "/metrics").await;
     let ok_before = value(
@@ -71,6 +68,8 @@ async fn metrics_parse_and_move_with_traffic_and_health_endpoints_answer() {
             )
             .await;
     }
+    // Store-walking gauges refresh at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (status, after) = scrape(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
@@ -83,6 +82,50 @@ async fn metrics_parse_and_move_with_traffic_and_health_endpoints_answer() {
     );
     assert!(value(&after, "gatehouse_requests_total", None) >= req_before + 3.0);
     assert!(after.contains("gatehouse_upstream_seconds"), "{after}");
+    assert!(
+        value(
+            &after,
+            "gatehouse_requests_total",
+            Some(("area", "default"))
+        ) >= 3.0,
+        "requests are counted per area: {after}"
+    );
+    assert!(
+        value(&after, "gatehouse_active_sessions", None) >= 1.0,
+        "signed-in sessions are a gauge: {after}"
+    );
+    assert!(after.contains("gatehouse_open_incidents"), "{after}");
+    assert!(
+        after.contains("gatehouse_store_seconds_count{op=\"get_many\"}"),
+        "store latency per operation: {after}"
+    );
+    let expiry = value(
+        &after,
+        "gatehouse_certificate_expiry_timestamp_seconds",
+        None,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64();
+    assert!(expiry > now, "certificate expiry in the future: {after}");
+    let reloads = value(
+        &after,
+        "gatehouse_config_reloads_total",
+        Some(("result", "ok")),
+    );
+    gw.handle
+        .reload(gw.dir.settings(&config, &up.url()))
+        .expect("reload the same configuration");
+    let (_, reloaded) = scrape(addr, "/metrics").await;
+    assert!(
+        value(
+            &reloaded,
+            "gatehouse_config_reloads_total",
+            Some(("result", "ok"))
+        ) >= reloads + 1.0,
+        "{reloaded}"
+    );
     assert_eq!(scrape(addr, "/healthz").await.0, 200);
     let (ready, body) = scrape(addr, "/readyz").await;
     assert_eq!(ready, 200, "{body}");
