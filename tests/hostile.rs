@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use support::gateway::{
     attr, form_post, get, get_with, login_post, session_cookie, Config, TestGateway,
 };
+use support::h2raw::{self, Outcome, RawH2};
 use support::upstream::{Recorder, PASSWORD};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -689,4 +690,656 @@ async fn item_36_failures_over_five_sessions_and_five_addresses_share_one_counte
         "five failures across sessions and addresses did not lock"
     );
     assert!(up.seen().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Path rules (items 1–11) and client addresses (14, 15, 17). Setup of
+// SECURITY-TESTS.md: `/recordings/` admits only 203.0.113.0/24 and country
+// DE; the test client (127.0.0.1) is the trusted load balancer and says who
+// the client is in X-Forwarded-For; the attacker is 198.51.100.7 (US) with a
+// full session. Every spelling goes out as raw bytes over HTTP/1.1 and as raw
+// frames over HTTP/2.
+
+const TEST_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/test-country.mmdb");
+const ATTACKER: &str = "198.51.100.7";
+const OFFICE: &str = "203.0.113.9";
+
+fn areas_config(case_insensitive: bool) -> Config {
+    Config::default()
+        .server("trusted_proxies = [\"127.0.0.1\"]")
+        .rest(&format!(
+            r#"[two_factor]
+mode = "off"
+[login]
+anonymous_paths = ["/login"]
+[geoip]
+database = "{TEST_DB}"
+[[access.area]]
+name = "recordings"
+paths = ["/recordings/"]
+case_insensitive = {case_insensitive}
+countries = ["DE"]
+ip_restriction = true
+allow = [{{ cidr = "203.0.113.0/24", note = "Office" }}]
+"#
+        ))
+}
+
+/// A gateway with the recordings area, and a full session for the attacker.
+async fn areas_setup(case_insensitive: bool) -> (Recorder, TestGateway, String) {
+    let (up, gw) = setup(areas_config(case_insensitive)).await;
+    let login = gw
+        .client()
+        .send(
+            gw.addr(),
+            Version::HTTP_11,
+            login_post(
+                "mallory@example.com",
+                PASSWORD,
+                "",
+                &[("x-forwarded-for", ATTACKER)],
+            ),
+        )
+        .await;
+    let cookie = session_cookie(&login).expect("the attacker has a full session");
+    let home = raw_as(&gw, ATTACKER, &cookie, b"/public/x").await;
+    assert_eq!(status(&home), 200, "the session is a full one: {home}");
+    up.clear();
+    (up, gw, cookie)
+}
+
+/// `path` (raw bytes) as `client` with `cookie`, over HTTP/1.1.
+async fn raw_as(gw: &TestGateway, client: &str, cookie: &str, path: &[u8]) -> String {
+    let mut req = b"GET ".to_vec();
+    req.extend_from_slice(path);
+    req.extend_from_slice(
+        format!(" HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: {client}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    raw(gw, &req).await
+}
+
+/// `path` (raw bytes in `:path`) as `client` with `cookie`, over HTTP/2.
+async fn h2_as(gw: &TestGateway, client: &str, cookie: &str, path: &[u8]) -> Outcome {
+    let mut h2 = RawH2::open(gw).await;
+    h2.request(
+        &h2raw::get(
+            path,
+            &[
+                (b"x-forwarded-for", client.as_bytes()),
+                (b"cookie", cookie.as_bytes()),
+            ],
+        ),
+        None,
+    )
+    .await
+}
+
+/// Every path is refused with one of `h1` over HTTP/1.1 and with one of `h1`
+/// or a stream error over HTTP/2, and nothing reaches the upstream.
+async fn assert_refused(
+    gw: &TestGateway,
+    up: &Recorder,
+    cookie: &str,
+    paths: &[&[u8]],
+    h1: &[u16],
+) {
+    for path in paths {
+        let shown = String::from_utf8_lossy(path);
+        let r = raw_as(gw, ATTACKER, cookie, path).await;
+        assert!(h1.contains(&status(&r)), "HTTP/1.1 {shown}: {r}");
+        let o = h2_as(gw, ATTACKER, cookie, path).await;
+        assert!(o.is_refusal(h1), "HTTP/2 {shown}: {o:?}");
+    }
+    let seen: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
+    assert!(seen.is_empty(), "the upstream saw {seen:?}");
+}
+
+/// From the office, `path` is admitted over both versions and the upstream
+/// receives exactly `forwarded`: the rules were checked on what is forwarded.
+async fn assert_forwarded_as(
+    gw: &TestGateway,
+    up: &Recorder,
+    client: &str,
+    cookie: &str,
+    path: &[u8],
+    forwarded: &str,
+) {
+    let shown = String::from_utf8_lossy(path);
+    up.clear();
+    let r = raw_as(gw, client, cookie, path).await;
+    assert_eq!(status(&r), 200, "HTTP/1.1 {shown}: {r}");
+    let o = h2_as(gw, client, cookie, path).await;
+    assert_eq!(o.status(), Some(200), "HTTP/2 {shown}: {o:?}");
+    let seen: Vec<String> = up.seen().iter().map(|s| s.target.clone()).collect();
+    assert_eq!(seen, vec![forwarded.to_string(); 2], "{shown}");
+    up.clear();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_01_encoded_letters_and_other_cases_of_a_protected_path_are_refused() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[b"/%72ecordings/x", b"/%72%65cordings/x", b"/recording%73/x"];
+    assert_refused(&gw, &up, &cookie, cases, &[403]).await;
+    assert_forwarded_as(
+        &gw,
+        &up,
+        OFFICE,
+        &cookie,
+        b"/%72ecordings/x",
+        "/recordings/x",
+    )
+    .await;
+
+    // A case-insensitive area refuses every case, escaped or not.
+    let (up, gw, cookie) = areas_setup(true).await;
+    let cases: &[&[u8]] = &[
+        b"/RECORDINGS/x",
+        b"/Recordings/x",
+        b"/rEcOrDiNgS/x",
+        b"/%52ECORDINGS/x",
+        b"/%72ecordings/x",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[403]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_02_slashes_dots_and_the_bare_area_name_are_refused() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"//recordings/x",
+        b"///recordings/x",
+        b"/./recordings/x",
+        b"/public/../recordings/x",
+        b"/public/./../recordings/x",
+        b"/recordings",
+        b"/recordings/",
+        b"/public/..//recordings/x",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[403]).await;
+    for path in [
+        &b"//recordings/x"[..],
+        b"/./recordings/x",
+        b"/public/../recordings/x",
+    ] {
+        assert_forwarded_as(&gw, &up, OFFICE, &cookie, path, "/recordings/x").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_03_encoded_dot_segments_are_refused() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/public/%2e%2e/recordings/x",
+        b"/public/.%2e/recordings/x",
+        b"/public/%2e./recordings/x",
+        b"/public/%2E%2E/recordings/x",
+        b"/%2e/recordings/x",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[403]).await;
+    assert_forwarded_as(
+        &gw,
+        &up,
+        OFFICE,
+        &cookie,
+        b"/public/%2e%2e/recordings/x",
+        "/recordings/x",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_04_encoded_slashes_and_backslashes_are_400() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/public%2f..%2frecordings/x",
+        b"/public%2F..%2Frecordings/x",
+        b"/public/..%5crecordings/x",
+        b"/public/..%5Crecordings/x",
+        b"/public\\..\\recordings\\x",
+        b"/public/..\\recordings/x",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[400]).await;
+    // Not even from the office: there is no unambiguous path to admit.
+    for path in cases {
+        let r = raw_as(&gw, OFFICE, &cookie, path).await;
+        assert_eq!(status(&r), 400, "{}", String::from_utf8_lossy(path));
+    }
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_05_path_parameters_are_refused() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/recordings;jsessionid=1/x",
+        b"/public;/../recordings/x",
+        b"/public/..;/recordings/x",
+        b"/recordings;/x",
+        b"/recordings%3bx/x",
+        b"/public/%3B/../recordings/x",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[400, 403]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_06_a_double_encoded_path_is_forwarded_exactly_as_evaluated() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    // The attacker may reach /public/…: the %25 is never decoded a second
+    // time, so the dashboard gets the very string the area was chosen on.
+    for (path, forwarded) in [
+        (
+            &b"/public/%252e%252e/recordings/x"[..],
+            "/public/%252e%252e/recordings/x",
+        ),
+        (
+            b"/public/%252E%252E/recordings/x",
+            "/public/%252E%252E/recordings/x",
+        ),
+        (
+            b"/public/%25%32%65%25%32%65/recordings/x",
+            "/public/%252e%252e/recordings/x",
+        ),
+    ] {
+        assert_forwarded_as(&gw, &up, ATTACKER, &cookie, path, forwarded).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_07_overlong_utf8_nul_and_invalid_utf8_are_400() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/x%c0%af..%c0%afrecordings/x",
+        b"/public/%c0%ae%c0%ae/recordings/x",
+        b"/public/%e0%80%af",
+        b"/recordings%00/x",
+        b"/public/%00",
+        b"/public/x%00.css",
+        b"/public/%ff",
+        b"/public/%ed%a0%80",
+        b"/public/\xff",
+        b"/public/\xc0\xaf",
+        b"/public/\x00",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[400]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_08_fullwidth_and_zero_width_look_alikes_are_never_folded() {
+    let (up, gw, cookie) = areas_setup(true).await;
+    // Each is a different path from /recordings/: admitted as the default
+    // area, forwarded escaped exactly as evaluated, never as /recordings/.
+    for (path, forwarded) in [
+        // U+FF52 FULLWIDTH LATIN SMALL LETTER R
+        (&b"/%ef%bd%92ecordings/x"[..], "/%EF%BD%92ecordings/x"),
+        ("/ｒecordings/x".as_bytes(), "/%EF%BD%92ecordings/x"),
+        // U+200B ZERO WIDTH SPACE
+        (b"/re%e2%80%8bcordings/x", "/re%E2%80%8Bcordings/x"),
+        ("/recordings\u{200b}/x".as_bytes(), "/recordings%E2%80%8B/x"),
+        // U+FF0F FULLWIDTH SOLIDUS, U+FF0E FULLWIDTH FULL STOP
+        (
+            b"/public%ef%bc%8f..%ef%bc%8frecordings/x",
+            "/public%EF%BC%8F..%EF%BC%8Frecordings/x",
+        ),
+        (
+            "/public/\u{ff0e}\u{ff0e}/recordings/x".as_bytes(),
+            "/public/%EF%BC%8E%EF%BC%8E/recordings/x",
+        ),
+        // U+0130 LATIN CAPITAL LETTER I WITH DOT ABOVE, U+212A KELVIN SIGN
+        ("/RECORD\u{130}NGS/x".as_bytes(), "/RECORD%C4%B0NGS/x"),
+        ("/\u{212a}/x".as_bytes(), "/%E2%84%AA/x"),
+    ] {
+        assert_forwarded_as(&gw, &up, ATTACKER, &cookie, path, forwarded).await;
+    }
+}
+
+/// Item 9. hyper parses the request-target with the `http` crate, which
+/// drops a fragment (`#…`) before gatehouse sees the request, for HTTP/1.1
+/// and for HTTP/2's `:path` alike; the raw target is not kept anywhere, so
+/// gatehouse cannot answer 400. The test proves the safe behaviour instead:
+/// the access decision and the forwarded request use the same path, the part
+/// before `#`, and nothing after `#` ever reaches the dashboard.
+#[tokio::test(flavor = "multi_thread")]
+async fn item_09_a_fragment_in_the_request_line_never_changes_the_decided_path() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/recordings/x#/public/",
+        b"/recordings/x#",
+        b"/recordings#/../public/",
+        b"/%72ecordings/x#frag",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[400, 403]).await;
+    for (path, forwarded) in [
+        (&b"/public/#/../recordings/x"[..], "/public/"),
+        (b"/public/x#/../../recordings/x", "/public/x"),
+        (b"/public/x?a=1#/../recordings/x", "/public/x?a=1"),
+    ] {
+        assert_forwarded_as(&gw, &up, ATTACKER, &cookie, path, forwarded).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_10_rules_match_the_path_never_the_query() {
+    let (up, gw, cookie) = areas_setup(false).await;
+    let cases: &[&[u8]] = &[
+        b"/recordings/x?next=/public/",
+        b"/recordings/x?/../../public/",
+        b"/recordings?public",
+        b"/recordings/x?%2f..%2fpublic",
+    ];
+    assert_refused(&gw, &up, &cookie, cases, &[403]).await;
+    // And a query naming the protected area is only a query.
+    assert_forwarded_as(
+        &gw,
+        &up,
+        ATTACKER,
+        &cookie,
+        b"/public/x?next=/recordings/x",
+        "/public/x?next=/recordings/x",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_11_absolute_form_has_one_authority_for_decision_and_forwarding() {
+    let (up, gw) = setup(areas_config(false).server("hosts = [\"localhost\"]")).await;
+    let login = gw
+        .client()
+        .send(
+            gw.addr(),
+            Version::HTTP_11,
+            login_post(
+                "mallory@example.com",
+                PASSWORD,
+                "",
+                &[("x-forwarded-for", ATTACKER)],
+            ),
+        )
+        .await;
+    let cookie = session_cookie(&login).expect("session");
+    up.clear();
+    let req = |target: &str, host: Option<&str>| {
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        format!("GET {target} HTTP/1.1\r\n{host}X-Forwarded-For: {ATTACKER}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")
+    };
+    // Two authorities that disagree: 400, whichever is the configured one.
+    for (target, host) in [
+        ("https://dash.example.com/recordings/x", Some("localhost")),
+        ("https://localhost/recordings/x", Some("dash.example.com")),
+        ("https://dash.example.com/public/x", Some("localhost")),
+        ("https://localhost/public/x", Some("dash.example.com")),
+        (
+            "https://localhost@dash.example.com/public/x",
+            Some("localhost"),
+        ),
+    ] {
+        let r = raw(&gw, req(target, host).as_bytes()).await;
+        assert_eq!(status(&r), 400, "{target} with Host {host:?}: {r}");
+    }
+    // An authority that is not ours, alone: misdirected.
+    let r = raw(
+        &gw,
+        req("https://dash.example.com/public/x", None).as_bytes(),
+    )
+    .await;
+    assert!(matches!(status(&r), 400 | 421), "{r}");
+    // One authority: the path decides, as in origin form.
+    let r = raw(
+        &gw,
+        req("https://localhost/recordings/x", Some("localhost")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 403, "{r}");
+    let r = raw(
+        &gw,
+        req("https://localhost/%72ecordings/x", None).as_bytes(),
+    )
+    .await;
+    assert!(matches!(status(&r), 400 | 403), "{r}");
+    assert!(up.seen().is_empty(), "upstream saw {:?}", up.seen());
+    // …and the upstream gets that one authority and the decided path.
+    let r = raw(
+        &gw,
+        req("https://localhost/public/./x", Some("localhost")).as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let seen = up.last().expect("forwarded");
+    assert_eq!(seen.target, "/public/x");
+    assert_eq!(upstream_header(&up, "host"), vec!["localhost"]);
+
+    // HTTP/2 carries the authority in `:authority`; a `host` that differs is
+    // a second authority, and a foreign `:authority` alone is misdirected.
+    up.clear();
+    let mut h2 = RawH2::open(&gw).await;
+    let c = cookie.as_bytes();
+    let x = ATTACKER.as_bytes();
+    let two = h2
+        .request(
+            &[
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", b"dash.example.com"),
+                (b":path", b"/public/x"),
+                (b"host", b"localhost"),
+                (b"cookie", c),
+                (b"x-forwarded-for", x),
+            ],
+            None,
+        )
+        .await;
+    assert!(two.is_refusal(&[400]), "{two:?}");
+    let foreign = h2
+        .request(
+            &[
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", b"dash.example.com"),
+                (b":path", b"/public/x"),
+                (b"cookie", c),
+                (b"x-forwarded-for", x),
+            ],
+            None,
+        )
+        .await;
+    assert!(foreign.is_refusal(&[400, 421]), "{foreign:?}");
+    let decided = h2
+        .request(
+            &h2raw::get(b"/recordings/x", &[(b"cookie", c), (b"x-forwarded-for", x)]),
+            None,
+        )
+        .await;
+    assert_eq!(decided.status(), Some(403), "{decided:?}");
+    assert!(up.seen().is_empty(), "upstream saw {:?}", up.seen());
+}
+
+/// The recordings area also lists the load balancer's own address
+/// (127.0.0.1, the test client): a gateway that fell back to the peer when
+/// X-Forwarded-For is bad would let the attacker in, so every refusal below
+/// proves the fallback never happens.
+fn lb_trap_config() -> Config {
+    let c = areas_config(false);
+    Config {
+        rest: c
+            .rest
+            .replace(
+                "allow = [{ cidr = \"203.0.113.0/24\", note = \"Office\" }]",
+                "allow = [{ cidr = \"203.0.113.0/24\", note = \"Office\" }, { ip = \"127.0.0.1\", note = \"LB\" }]",
+            )
+            // No session needed: these tests are about who the client is.
+            .replace("anonymous_paths = [\"/login\"]", "anonymous_paths = [\"/login\", \"/recordings/\"]"),
+        ..c
+    }
+}
+
+/// A raw HTTP/1.1 request for `path` with these X-Forwarded-For lines.
+async fn raw_xff(gw: &TestGateway, path: &str, xff_lines: &[&str]) -> String {
+    let xff: String = xff_lines
+        .iter()
+        .map(|v| format!("X-Forwarded-For:{v}\r\n"))
+        .collect();
+    raw(
+        gw,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{xff}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+}
+
+/// The same over HTTP/2, each line its own `x-forwarded-for` field.
+async fn h2_xff(gw: &TestGateway, path: &str, xff_lines: &[&str]) -> Outcome {
+    let mut h2 = RawH2::open(gw).await;
+    let extra: Vec<(&[u8], &[u8])> = xff_lines
+        .iter()
+        .map(|v| (&b"x-forwarded-for"[..], v.trim().as_bytes()))
+        .collect();
+    h2.request(&h2raw::get(path.as_bytes(), &extra), None).await
+}
+
+/// Through the load balancer with these X-Forwarded-For lines, the request
+/// for a recording is refused over both versions and never forwarded.
+async fn assert_xff_refused(gw: &TestGateway, up: &Recorder, lines: &[&str]) {
+    let r = raw_xff(gw, "/recordings/x", lines).await;
+    assert_eq!(status(&r), 403, "HTTP/1.1 XFF {lines:?}: {r}");
+    let o = h2_xff(gw, "/recordings/x", lines).await;
+    assert_eq!(o.status(), Some(403), "HTTP/2 XFF {lines:?}: {o:?}");
+    assert!(
+        up.seen().is_empty(),
+        "XFF {lines:?}: upstream saw {:?}",
+        up.seen()
+    );
+}
+
+/// …and these are admitted, with the client named to the upstream as `client`.
+async fn assert_xff_admitted(gw: &TestGateway, up: &Recorder, lines: &[&str], client: &str) {
+    up.clear();
+    let r = raw_xff(gw, "/recordings/x", lines).await;
+    assert_eq!(status(&r), 200, "HTTP/1.1 XFF {lines:?}: {r}");
+    assert_eq!(upstream_header(up, "x-forwarded-for"), vec![client]);
+    let o = h2_xff(gw, "/recordings/x", lines).await;
+    assert_eq!(o.status(), Some(200), "HTTP/2 XFF {lines:?}: {o:?}");
+    assert_eq!(upstream_header(up, "x-forwarded-for"), vec![client]);
+    assert_eq!(up.seen().len(), 2);
+    up.clear();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_14_forwarded_for_via_the_trusted_balancer_names_the_rightmost_client_or_nobody() {
+    let c = lb_trap_config();
+    let c = Config {
+        server: c
+            .server
+            .replace("[\"127.0.0.1\"]", "[\"127.0.0.1\", \"10.0.0.0/8\"]"),
+        ..c
+    };
+    let (up, gw) = setup(c).await;
+    // The attacker appended after a forged office address: the attacker.
+    assert_xff_refused(&gw, &up, &[" 203.0.113.9, 198.51.100.7"]).await;
+    assert_xff_refused(&gw, &up, &[" 203.0.113.9", " 198.51.100.7"]).await;
+    assert_xff_refused(&gw, &up, &[" 203.0.113.9, 198.51.100.7, 10.0.0.9"]).await;
+    // Garbage, "unknown", empty: nobody, never the balancer's own address.
+    for bad in [
+        " garbage",
+        " unknown",
+        "",
+        " ",
+        " ,",
+        " 203.0.113.9, garbage",
+        " 203.0.113.9,",
+        " _hidden",
+    ] {
+        assert_xff_refused(&gw, &up, &[bad]).await;
+    }
+    assert_xff_refused(&gw, &up, &[" 203.0.113.9", " unknown"]).await;
+    // Controls: the right-most untrusted entry is the client.
+    assert_xff_admitted(&gw, &up, &[" 198.51.100.7, 203.0.113.9"], OFFICE).await;
+    assert_xff_admitted(
+        &gw,
+        &up,
+        &[" 198.51.100.7", " 203.0.113.9, 10.0.0.9"],
+        OFFICE,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_15_private_and_loopback_clients_have_no_country_and_are_refused_unless_listed() {
+    let (up, gw) = setup(
+        Config::default()
+            .server("trusted_proxies = [\"127.0.0.1\"]")
+            .rest(&format!(
+                r#"[two_factor]
+mode = "off"
+[login]
+anonymous_paths = ["/login", "/de/"]
+[geoip]
+database = "{TEST_DB}"
+[[access.area]]
+name = "germany"
+paths = ["/de/"]
+countries = ["DE"]
+allow = ["10.9.0.5"]
+"#
+            )),
+    )
+    .await;
+    for ip in [
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.2",
+        "169.254.1.1",
+        "100.64.0.1",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:10.1.2.3",
+    ] {
+        let r = raw_xff(&gw, "/de/x", &[&format!(" {ip}")]).await;
+        assert_eq!(status(&r), 403, "HTTP/1.1 {ip}: {r}");
+        let o = h2_xff(&gw, "/de/x", &[ip]).await;
+        assert_eq!(o.status(), Some(403), "HTTP/2 {ip}: {o:?}");
+    }
+    // The balancer itself (loopback, talking for itself) has no country either.
+    let r = raw(
+        &gw,
+        b"GET /de/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 403, "{r}");
+    assert!(up.seen().is_empty(), "upstream saw {:?}", up.seen());
+    // Listed private address and a German one: admitted.
+    for ip in ["10.9.0.5", OFFICE] {
+        let r = raw_xff(&gw, "/de/x", &[&format!(" {ip}")]).await;
+        assert_eq!(status(&r), 200, "{ip}: {r}");
+        assert_eq!(
+            h2_xff(&gw, "/de/x", &[ip]).await.status(),
+            Some(200),
+            "{ip}"
+        );
+    }
+    assert_eq!(up.seen().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_17_mapped_ipv6_is_ipv4_and_odd_address_spellings_are_invalid() {
+    let (up, gw) = setup(lb_trap_config()).await;
+    for odd in [
+        "fe80::1%eth0",
+        "203.000.113.009",
+        "0313.0.113.9",
+        "203.0.113.9:443",
+        "[203.0.113.9]",
+        "[::ffff:203.0.113.9]:443",
+        "0xcb.0.113.9",
+        "3405803785",
+        "203.0.113.9/32",
+        "203.0.113",
+        " 203.0.113.9 x",
+        "::ffff:203.0.113.9%1",
+    ] {
+        assert_xff_refused(&gw, &up, &[&format!(" {odd}")]).await;
+    }
+    assert_xff_admitted(&gw, &up, &[" ::ffff:203.0.113.9"], OFFICE).await;
+    assert_xff_admitted(&gw, &up, &[" ::FFFF:cb00:7109"], OFFICE).await;
 }
