@@ -1343,3 +1343,682 @@ async fn item_17_mapped_ipv6_is_ipv4_and_odd_address_spellings_are_invalid() {
     assert_xff_admitted(&gw, &up, &[" ::ffff:203.0.113.9"], OFFICE).await;
     assert_xff_admitted(&gw, &up, &[" ::FFFF:cb00:7109"], OFFICE).await;
 }
+
+// ---------------------------------------------------------------------------
+// Sessions and 2FA (items 32, 34, 35, 37), both protocol versions.
+
+const BOTH: [Version; 2] = [Version::HTTP_11, Version::HTTP_2];
+
+/// A gateway with 2FA required, its manual clock, and helpers to walk a
+/// user through the password step and enrollment.
+struct TwoFactorGate {
+    up: Recorder,
+    gw: TestGateway,
+    clock: gatehouse::clock::ManualClock,
+}
+
+impl TwoFactorGate {
+    async fn start(extra: &str) -> Self {
+        let up = Recorder::start().await;
+        let clock = gatehouse::clock::ManualClock::new();
+        let gw = TestGateway::start_with_clock(
+            &two_factor_config().rest(extra),
+            &up.url(),
+            Some(clock.clone()),
+        )
+        .await;
+        Self { up, gw, clock }
+    }
+
+    async fn send(&self, v: Version, req: Request<Full<Bytes>>) -> support::gateway::Resp {
+        self.gw.client().send(self.gw.addr(), v, req).await
+    }
+
+    fn code(&self, secret: &gatehouse::auth::totp::TotpSecret) -> String {
+        use gatehouse::clock::Clock;
+        gatehouse::auth::totp::code_at(secret, self.clock.unix())
+    }
+
+    /// The password step: a session waiting for its second factor.
+    async fn pending(&self, user: &str) -> String {
+        let r = self
+            .send(Version::HTTP_11, login_post(user, PASSWORD, "", &[]))
+            .await;
+        assert!(r.status.is_redirection(), "{} {}", r.status, r.text());
+        session_cookie(&r).expect("pending session")
+    }
+
+    /// The session's CSRF token, from one of its pages.
+    async fn csrf(&self, cookie: &str, page: &str) -> String {
+        let text = self
+            .send(Version::HTTP_11, get_with(page, cookie, &[]))
+            .await
+            .text();
+        attr(&text, "name=\"csrf\" value")
+    }
+
+    /// Enroll `user`: (active cookie, secret).
+    async fn enroll(&self, user: &str) -> (String, gatehouse::auth::totp::TotpSecret) {
+        let pending = self.pending(user).await;
+        let page = self
+            .send(
+                Version::HTTP_11,
+                get_with("/.gatehouse/2fa/enroll", &pending, &[]),
+            )
+            .await
+            .text();
+        let secret = gatehouse::auth::totp::TotpSecret::from_base32(&attr(&page, "data-secret"))
+            .expect("secret");
+        let csrf = attr(&page, "name=\"csrf\" value");
+        let done = self
+            .send(
+                Version::HTTP_11,
+                form_post(
+                    &pending,
+                    "/.gatehouse/2fa/enroll",
+                    &[("csrf", &csrf), ("code", &self.code(&secret))],
+                    &[],
+                ),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+        (session_cookie(&done).expect("active session"), secret)
+    }
+}
+
+fn cookie_sent_upstream(up: &Recorder) -> String {
+    upstream_header(up, "cookie").join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_32_a_session_waiting_for_its_second_factor_gets_only_the_two_factor_pages() {
+    let t = TwoFactorGate::start("[admin]\nusers = [\"alice@example.com\"]").await;
+    let (_, _secret) = t.enroll("alice@example.com").await;
+    t.clock.advance(Duration::from_secs(30));
+    // The password step vaulted the dashboard's HttpOnly APPSESSION for it.
+    let pending = t.pending("alice@example.com").await;
+    t.up.clear();
+    for v in BOTH {
+        for (method, path) in [
+            ("GET", "/home"),
+            ("POST", "/home"),
+            ("GET", "/recordings/x"),
+            ("GET", "/.gatehouse/account"),
+            ("GET", "/.gatehouse/admin"),
+            ("GET", "/.gatehouse/2fa/enroll"),
+        ] {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("cookie", &pending)
+                .body(Full::new(Bytes::from_static(b"x=1")))
+                .expect("req");
+            let r = t.send(v, req).await;
+            assert!(
+                r.status.is_redirection(),
+                "{v:?} {method} {path}: {}",
+                r.status
+            );
+            // To the challenge (or "/", which sends it there in turn).
+            assert!(
+                matches!(r.header("location"), Some("/.gatehouse/2fa" | "/")),
+                "{v:?} {method} {path}: {:?}",
+                r.header("location")
+            );
+        }
+        let challenge = t.send(v, get_with("/.gatehouse/2fa", &pending, &[])).await;
+        assert_eq!(challenge.status, StatusCode::OK, "{v:?}");
+        // A websocket upgrade is no way around it either.
+        let ws = raw(
+            &t.gw,
+            format!("GET /ws HTTP/1.1\r\nHost: localhost\r\nCookie: {pending}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_ne!(status(&ws), 101, "{ws}");
+    }
+    assert!(
+        t.up.seen().is_empty(),
+        "a session waiting for 2FA reached the dashboard: {:?}",
+        t.up.seen()
+    );
+    // Public pages are forwarded, without the vault and without a forged
+    // copy of a vaulted cookie.
+    for v in BOTH {
+        t.up.clear();
+        let r = t
+            .send(
+                v,
+                get_with("/pub/x", &format!("{pending}; APPSESSION=forged"), &[]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{v:?}");
+        let sent = cookie_sent_upstream(&t.up);
+        assert!(!sent.contains("APPSESSION"), "{v:?}: {sent}");
+        assert!(!sent.contains("__Host-gatehouse"), "{v:?}: {sent}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_34_cross_site_posts_to_every_gatehouse_form_are_403_and_no_action_is_a_get() {
+    let t = TwoFactorGate::start("[admin]\nusers = [\"alice@example.com\"]").await;
+    let (active, _secret) = t.enroll("alice@example.com").await;
+    t.clock.advance(Duration::from_secs(30));
+    let alice_pending = t.pending("alice@example.com").await;
+    let bob_pending = t.pending("bob@example.com").await;
+    let tokens = [
+        (active.clone(), t.csrf(&active, "/.gatehouse/account").await),
+        (
+            alice_pending.clone(),
+            t.csrf(&alice_pending, "/.gatehouse/2fa").await,
+        ),
+        (
+            bob_pending.clone(),
+            t.csrf(&bob_pending, "/.gatehouse/2fa/enroll").await,
+        ),
+    ];
+    let token = |cookie: &str| {
+        tokens
+            .iter()
+            .find(|(c, _)| c == cookie)
+            .map(|(_, t)| t.clone())
+            .expect("token")
+    };
+    let admin = "/.gatehouse/admin";
+    let forms: Vec<(String, &str)> = vec![
+        ("/.gatehouse/2fa".into(), alice_pending.as_str()),
+        ("/.gatehouse/2fa/enroll".into(), bob_pending.as_str()),
+        ("/.gatehouse/account/reset".into(), active.as_str()),
+        ("/.gatehouse/account/disable".into(), active.as_str()),
+        ("/.gatehouse/account/recovery".into(), active.as_str()),
+        (
+            "/.gatehouse/account/sign-out-others".into(),
+            active.as_str(),
+        ),
+        (format!("{admin}/sessions/revoke"), active.as_str()),
+        (format!("{admin}/users/logout"), active.as_str()),
+        (format!("{admin}/logout-all"), active.as_str()),
+        (format!("{admin}/users/unlock"), active.as_str()),
+        (format!("{admin}/users/require-2fa"), active.as_str()),
+        (format!("{admin}/users/disable-2fa"), active.as_str()),
+        (format!("{admin}/users/reset-2fa"), active.as_str()),
+        (format!("{admin}/incidents/close"), active.as_str()),
+        (format!("{admin}/trusted/add"), active.as_str()),
+        (format!("{admin}/trusted/remove"), active.as_str()),
+    ];
+    t.up.clear();
+    for v in BOTH {
+        for (path, cookie) in &forms {
+            let good = token(cookie);
+            let fields = |csrf: Option<&str>| {
+                let mut f: Vec<(&str, String)> = vec![
+                    ("code", "123456".to_string()),
+                    ("user", "alice@example.com".to_string()),
+                    ("reference", "x".to_string()),
+                    ("ip", "192.0.2.1".to_string()),
+                ];
+                if let Some(c) = csrf {
+                    f.push(("csrf", c.to_string()));
+                }
+                f
+            };
+            let variants: [(&str, Option<&str>, &[(&str, &str)]); 5] = [
+                ("no token", None, &[]),
+                ("wrong token", Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), &[]),
+                ("empty token", Some(""), &[]),
+                (
+                    "foreign Origin",
+                    Some(&good),
+                    &[("origin", "https://evil.example")],
+                ),
+                (
+                    "cross-site fetch",
+                    Some(&good),
+                    &[("sec-fetch-site", "cross-site")],
+                ),
+            ];
+            for (what, csrf, extra) in variants {
+                let f = fields(csrf);
+                let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let r = t.send(v, form_post(cookie, path, &pairs, extra)).await;
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{v:?} {path}, {what}");
+            }
+            // No action happens on a GET (the two 2FA pages show their form).
+            if path.starts_with("/.gatehouse/2fa") {
+                continue;
+            }
+            let r = t.send(v, get_with(path, cookie, &[])).await;
+            assert!(
+                matches!(r.status.as_u16(), 404 | 405) || r.status.is_redirection(),
+                "{v:?} GET {path}: {}",
+                r.status
+            );
+            assert!(
+                session_cookie(&r).is_none(),
+                "{v:?} GET {path} set a session"
+            );
+        }
+    }
+    assert!(t.up.seen().is_empty(), "upstream saw {:?}", t.up.seen());
+    // Nothing changed: alice is still signed in (no log-out-all, reset or
+    // revoke), her second sign-in still waits, bob is still not enrolled.
+    let home = t
+        .send(Version::HTTP_11, get_with("/home", &active, &[]))
+        .await;
+    assert_eq!(home.status, StatusCode::OK);
+    let waiting = t
+        .send(Version::HTTP_11, get_with("/home", &alice_pending, &[]))
+        .await;
+    assert_eq!(waiting.header("location"), Some("/.gatehouse/2fa"));
+    let enroll = t
+        .send(
+            Version::HTTP_11,
+            get_with("/.gatehouse/2fa/enroll", &bob_pending, &[]),
+        )
+        .await;
+    assert_eq!(enroll.status, StatusCode::OK);
+    // The control: the same form from this site with the token works.
+    let ok = t
+        .send(
+            Version::HTTP_11,
+            form_post(
+                &active,
+                "/.gatehouse/account/sign-out-others",
+                &[("csrf", &token(&active))],
+                &[("origin", "https://localhost")],
+            ),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text());
+    let ended = t
+        .send(Version::HTTP_11, get_with("/home", &alice_pending, &[]))
+        .await;
+    assert_ne!(ended.header("location"), Some("/.gatehouse/2fa"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_35_one_code_in_twenty_parallel_requests_lets_exactly_one_in() {
+    let t = TwoFactorGate::start("[lockout]\nmax_failures = 50\nip_max_failures = 100").await;
+    let (_, secret) = t.enroll("alice@example.com").await;
+    t.clock.advance(Duration::from_secs(30));
+    let code = t.code(&secret);
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let cookie = t.pending("alice@example.com").await;
+        let csrf = t.csrf(&cookie, "/.gatehouse/2fa").await;
+        pending.push((cookie, csrf));
+    }
+    t.up.clear();
+    // Ten over ten HTTP/1.1 connections, ten as streams of one HTTP/2 connection.
+    let h2 = t.gw.client().open(t.gw.addr(), Version::HTTP_2).await;
+    let support::gateway::Conn::H2(h2) = h2 else {
+        panic!("not an HTTP/2 connection")
+    };
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+    let tasks: Vec<_> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, (cookie, csrf))| {
+            let req = form_post(
+                cookie,
+                "/.gatehouse/2fa",
+                &[("csrf", csrf), ("code", &code)],
+                &[],
+            );
+            let client = t.gw.client();
+            let addr = t.gw.addr();
+            let h2 = h2.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut conn = if i % 2 == 0 {
+                    client.open(addr, Version::HTTP_11).await
+                } else {
+                    support::gateway::Conn::H2(h2)
+                };
+                barrier.wait().await;
+                conn.send(req).await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task"));
+    }
+    let winners: Vec<&support::gateway::Resp> = answers
+        .iter()
+        .filter(|r| r.status == StatusCode::SEE_OTHER)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "statuses: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in answers.iter().filter(|r| r.status != StatusCode::SEE_OTHER) {
+        assert!(r.status.is_client_error(), "{}", r.status);
+        assert!(session_cookie(r).is_none(), "a refused code made a session");
+    }
+    assert!(t.up.seen().is_empty(), "2FA forms reached the dashboard");
+    // Exactly one signed-in session came of it; the pending ones are not.
+    let active = session_cookie(winners[0]).expect("the winner's new session");
+    assert_eq!(
+        t.send(Version::HTTP_11, get_with("/home", &active, &[]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for (cookie, _) in &pending {
+        let r = t
+            .send(Version::HTTP_11, get_with("/home", cookie, &[]))
+            .await;
+        assert_ne!(r.status, StatusCode::OK);
+    }
+    assert_eq!(t.up.seen().len(), 1);
+}
+
+/// Everything about an answer a client could compare, except `date`.
+fn answer_shape(r: &support::gateway::Resp) -> (StatusCode, Vec<(String, String)>, Bytes) {
+    let mut headers: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != "date")
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    headers.sort();
+    (r.status, headers, r.body.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_37_known_unknown_and_locked_users_get_identical_answers() {
+    let t = TwoFactorGate::start("[lockout]\nmax_failures = 2\nip_max_failures = 1000").await;
+    let attempt = |user: &'static str, pass: &'static str, v: Version, ip: String| {
+        let t = &t;
+        async move {
+            t.send(v, login_post(user, pass, "", &[("x-forwarded-for", &ip)]))
+                .await
+        }
+    };
+    for (i, v) in BOTH.into_iter().enumerate() {
+        // A wrong password for a known and for an unknown user: the
+        // dashboard's answer, passed through alike.
+        t.up.clear();
+        let known = attempt(
+            "alice@example.com",
+            "wrong",
+            v,
+            format!("198.51.100.{}", 10 + i),
+        )
+        .await;
+        let unknown = attempt(
+            "nobody@example.com",
+            "wrong",
+            v,
+            format!("198.51.100.{}", 20 + i),
+        )
+        .await;
+        assert_eq!(answer_shape(&known), answer_shape(&unknown), "{v:?}");
+        assert_eq!(t.up.seen().len(), 2);
+    }
+    // Both are now locked (two failures each).
+    for v in BOTH {
+        t.up.clear();
+        let mut shapes = Vec::new();
+        for (user, pass) in [
+            ("alice@example.com", PASSWORD),
+            ("alice@example.com", "wrong"),
+            ("nobody@example.com", PASSWORD),
+            ("nobody@example.com", "wrong"),
+        ] {
+            let r = attempt(user, pass, v, "198.51.100.77".to_string()).await;
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{v:?} {user}");
+            assert!(session_cookie(&r).is_none());
+            shapes.push((user, pass, answer_shape(&r)));
+        }
+        for (user, pass, shape) in &shapes[1..] {
+            assert_eq!(&shapes[0].2, shape, "{v:?}: {user} / {pass} differs");
+        }
+        assert!(
+            t.up.seen().is_empty(),
+            "a locked attempt reached the dashboard"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Failure (item 38): the Redis fixture (never the machine's Redis).
+
+/// SIGSTOP/SIGCONT for the fixture's redis-server; resumes it when dropped.
+struct Paused(String);
+
+impl Paused {
+    fn pause(port: u16) -> Self {
+        let info = support::redis::query(port, "INFO server").expect("INFO");
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .map(|p| p.trim().to_string())
+            .expect("process_id");
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill -STOP");
+        assert!(ok.success());
+        Self(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+/// Protected route, sign-in, and a locked user's right password: none is
+/// let through, over either version, and the dashboard sees nothing.
+async fn assert_fails_closed(
+    gw: &TestGateway,
+    up: &Recorder,
+    cookie: &str,
+    state: &str,
+    protected: StatusCode,
+    locked: StatusCode,
+) {
+    up.clear();
+    for v in BOTH {
+        let started = Instant::now();
+        let r = gw
+            .client()
+            .send(gw.addr(), v, get_with("/home", cookie, &[]))
+            .await;
+        assert_eq!(r.status, protected, "{state} {v:?}: protected route");
+        // The command timeout (1 s) plus a generous margin for a loaded machine.
+        assert!(started.elapsed() < Duration::from_secs(15), "{state}: hung");
+        let r = gw
+            .client()
+            .send(
+                gw.addr(),
+                v,
+                login_post("bob@example.com", PASSWORD, "", &[]),
+            )
+            .await;
+        assert_eq!(r.status, locked, "{state} {v:?}: locked user");
+        assert!(
+            session_cookie(&r).is_none(),
+            "{state}: a locked user got a session"
+        );
+    }
+    assert!(
+        up.seen().is_empty(),
+        "{state}: upstream saw {:?}",
+        up.seen()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_38_store_paused_read_only_flushed_or_stopped_never_lets_anyone_in() {
+    let mut redis = support::redis::RedisServer::start();
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(
+        &config()
+            .store(&redis.url())
+            .rest("[lockout]\nmax_failures = 2"),
+        &up.url(),
+    )
+    .await;
+    let send = |v: Version, req: Request<Full<Bytes>>| {
+        let client = gw.client();
+        let addr = gw.addr();
+        async move { client.send(addr, v, req).await }
+    };
+    let sign_in = || async {
+        let r = send(
+            Version::HTTP_11,
+            login_post("alice@example.com", PASSWORD, "", &[]),
+        )
+        .await;
+        session_cookie(&r)
+    };
+    let cookie = sign_in().await.expect("session");
+    for _ in 0..2 {
+        send(
+            Version::HTTP_11,
+            login_post("bob@example.com", "wrong", "", &[]),
+        )
+        .await;
+    }
+    let locked = send(
+        Version::HTTP_11,
+        login_post("bob@example.com", PASSWORD, "", &[]),
+    )
+    .await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // Paused (SIGSTOP): every answer waits for the store, none is a guess.
+    {
+        let _paused = Paused::pause(redis.port());
+        assert_fails_closed(
+            &gw,
+            &up,
+            &cookie,
+            "paused",
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await;
+        for v in BOTH {
+            let r = send(v, login_post("alice@example.com", PASSWORD, "", &[])).await;
+            assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "paused {v:?}");
+        }
+        assert!(up.seen().is_empty());
+    }
+    let back = support::gateway::eventually(20, || async {
+        send(Version::HTTP_11, get_with("/home", &cookie, &[]))
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(back, "the gateway did not recover after the store resumed");
+
+    // Read-only: Redis answers reads but refuses writes (NOREPLICAS). No
+    // sign-in can be written, so none happens; a failure that cannot be
+    // counted is not passed on as the dashboard's answer; and from the first
+    // refused write on, the gateway serves nothing that needs the store until
+    // Redis takes writes again (a session that cannot be ended is not served).
+    let ro = support::redis::query(redis.port(), "CONFIG SET min-replicas-to-write 1");
+    assert!(ro.is_some_and(|r| r.starts_with("+OK")));
+    up.clear();
+    for v in BOTH {
+        let r = send(v, login_post("alice@example.com", PASSWORD, "", &[])).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "read-only {v:?}");
+        assert!(
+            session_cookie(&r).is_none(),
+            "a sign-in without a store write"
+        );
+        let r = send(v, login_post("carol@example.com", "wrong", "", &[])).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "read-only {v:?}");
+    }
+    assert!(
+        up.seen()
+            .iter()
+            .all(|s| s.target == "/login" && s.method == http::Method::POST),
+        "only the dashboard's own password check may run: {:?}",
+        up.seen()
+    );
+    assert_fails_closed(
+        &gw,
+        &up,
+        &cookie,
+        "read-only",
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let ro = support::redis::query(redis.port(), "CONFIG SET min-replicas-to-write 0");
+    assert!(ro.is_some_and(|r| r.starts_with("+OK")));
+    assert_eq!(
+        send(Version::HTTP_11, get_with("/home", &cookie, &[]))
+            .await
+            .status,
+        StatusCode::OK,
+        "writable again: served again"
+    );
+
+    // Flushed: the session is gone, so the browser must sign in again.
+    let flushed = support::redis::query(redis.port(), "FLUSHALL");
+    assert!(flushed.is_some_and(|r| r.starts_with("+OK")));
+    up.clear();
+    for v in BOTH {
+        let r = send(v, get_with("/home", &cookie, &[])).await;
+        assert!(
+            r.status.is_redirection() || r.status == StatusCode::UNAUTHORIZED,
+            "flushed {v:?}: {}",
+            r.status
+        );
+        assert_ne!(r.status, StatusCode::OK);
+    }
+    assert!(
+        up.seen().is_empty(),
+        "flushed: upstream saw {:?}",
+        up.seen()
+    );
+    let again = sign_in().await.expect("signing in again works");
+    assert_eq!(
+        send(Version::HTTP_11, get_with("/home", &again, &[]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for _ in 0..2 {
+        send(
+            Version::HTTP_11,
+            login_post("bob@example.com", "wrong", "", &[]),
+        )
+        .await;
+    }
+
+    // Stopped.
+    redis.stop();
+    assert_fails_closed(
+        &gw,
+        &up,
+        &again,
+        "stopped",
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    let r = send(
+        Version::HTTP_2,
+        login_post("alice@example.com", PASSWORD, "", &[]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(up.seen().is_empty());
+}
