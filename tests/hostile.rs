@@ -1561,7 +1561,9 @@ async fn item_34_cross_site_posts_to_every_gatehouse_form_are_403_and_no_action_
                 }
                 f
             };
-            let variants: [(&str, Option<&str>, &[(&str, &str)]); 5] = [
+            // (what, csrf field, extra headers)
+            type Variant<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+            let variants: [Variant; 5] = [
                 ("no token", None, &[]),
                 ("wrong token", Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), &[]),
                 ("empty token", Some(""), &[]),
