@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gate;
+pub mod h2_flood;
 pub mod incidents;
 pub mod listener;
 pub mod metrics;

@@ -179,10 +179,14 @@ async fn connection(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let activity = Arc::new(AtomicU64::new(0));
     let epoch = Instant::now();
+    let flood = Arc::new(tokio::sync::Notify::new());
     let io = TokioIo::new(Tracked {
         inner: tls,
         activity: activity.clone(),
         epoch,
+        frames: h2.then(crate::h2_flood::FrameWatch::new),
+        flood: flood.clone(),
+        flooded: false,
     });
     let info = ConnInfo { peer, source };
     let svc_gate = gate.clone();
@@ -199,11 +203,21 @@ async fn connection(
         .max_buf_size(l.max_header_bytes)
         .max_headers(l.max_headers)
         .keep_alive(true);
+    // HTTP/2 abuse limits (SECURITY-TESTS 29), set here rather than left to
+    // library defaults: streams a client opens and resets before they are
+    // served (rapid reset, CVE-2023-44487) and streams gatehouse has to reset
+    // because of the client's protocol errors ("MadeYouReset",
+    // CVE-2025-8671) both end the connection with GOAWAY ENHANCE_YOUR_CALM.
+    // No keep-alive PINGs: their answers would count as activity and keep a
+    // dead connection past the idle timeout.
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(l.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(None);
     // ALPN decides the protocol: no h2 prior-knowledge on an http/1.1 session.
     let builder = if h2 {
         builder.http2_only()
@@ -215,11 +229,24 @@ async fn connection(
 
     let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
     let mut closing = false;
+    let mut cut_off: Option<Instant> = None;
     loop {
         let since = Duration::from_millis(activity.load(Ordering::Relaxed));
         let idle_deadline = epoch + since + idle;
         tokio::select! {
             res = conn.as_mut() => return res.map_err(io::Error::other),
+            // A frame flood: GOAWAY, no more reading, and closed after a
+            // short grace whatever its open streams are doing.
+            _ = flood.notified(), if cut_off.is_none() => {
+                tracing::debug!(%peer, "HTTP/2 frame flood: closing the connection");
+                metrics::counter!("gatehouse_h2_floods_total").increment(1);
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                cut_off = Some(Instant::now() + H2_FLOOD_GRACE);
+            }
+            _ = tokio::time::sleep_until(cut_off.unwrap_or_else(Instant::now).into()), if cut_off.is_some() => {
+                return Err(io::Error::other("HTTP/2 frame flood"));
+            }
             _ = stop.changed(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -358,11 +385,25 @@ impl Drop for IpSlot<'_> {
     }
 }
 
-/// An IO wrapper that records when bytes last moved, for the idle timeout.
+/// HTTP/2: most streams a client may reset before gatehouse has taken them
+/// up (h2's own default, stated so it cannot drift).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// HTTP/2: most streams gatehouse resets over one connection because the
+/// client broke the protocol on them.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 128;
+/// How long a flooding HTTP/2 connection has between GOAWAY and the close.
+const H2_FLOOD_GRACE: Duration = Duration::from_secs(2);
+
+/// An IO wrapper that records when bytes last moved, for the idle timeout,
+/// and on HTTP/2 connections watches for frame floods.
 struct Tracked<T> {
     inner: T,
     activity: Arc<AtomicU64>,
     epoch: Instant,
+    frames: Option<crate::h2_flood::FrameWatch>,
+    flood: Arc<tokio::sync::Notify>,
+    /// Past the frame budget: nothing more is read from this client.
+    flooded: bool,
 }
 
 impl<T> Tracked<T> {
@@ -378,10 +419,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.flooded {
+            // The serve loop closes the connection shortly; until then the
+            // flood stays in the kernel's buffers, unread.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.touch();
+            let this = &mut *self;
+            if let Some(frames) = this.frames.as_mut() {
+                if frames.observe(&buf.filled()[before..]) {
+                    this.flooded = true;
+                    this.flood.notify_one();
+                }
+            }
         }
         res
     }

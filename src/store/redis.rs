@@ -31,6 +31,11 @@ pub struct RedisStore {
     backend: Backend,
     command_timeout: Duration,
     healthy: AtomicBool,
+    /// Redis refused a write because it cannot take writes now (a replica,
+    /// too few replicas, a failed save). Until a probe write succeeds, every
+    /// operation fails closed, reads included: a session that can be read but
+    /// never revoked or ended is not served (SECURITY-TESTS 38).
+    refuses_writes: AtomicBool,
 }
 
 impl RedisStore {
@@ -52,6 +57,7 @@ impl RedisStore {
             backend,
             command_timeout,
             healthy: AtomicBool::new(true),
+            refuses_writes: AtomicBool::new(false),
         };
         Ok(store)
     }
@@ -279,6 +285,9 @@ impl RedisStore {
     {
         let attempt = async {
             let conn = self.backend.conn().await?;
+            if self.refuses_writes.load(Ordering::Relaxed) {
+                self.probe_writes(conn.clone()).await?;
+            }
             op(conn).await.map_err(|e| self.classify(e))
         };
         let result = match tokio::time::timeout(self.command_timeout, attempt).await {
@@ -299,12 +308,30 @@ impl RedisStore {
                 format_args!("{:?}", e.kind())
             ));
         }
+        if refuses_writes(&e) {
+            self.refuses_writes.store(true, Ordering::Relaxed);
+        }
         // READONLY: after a Sentinel failover our old master became a replica.
         let stale = matches!(e.code(), Some("READONLY" | "MASTERDOWN"));
         if stale || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
             self.backend.forget_connection();
         }
         StoreError::Unavailable(e.to_string())
+    }
+
+    /// While Redis refuses writes: one small write decides whether it takes
+    /// them again; until then this is the operation's error.
+    async fn probe_writes(&self, mut conn: Conn) -> Result<(), StoreError> {
+        redis::cmd("SET")
+            .arg(WRITE_PROBE_KEY)
+            .arg(1)
+            .arg("PX")
+            .arg(10_000)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.classify(e))?;
+        self.refuses_writes.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// One log line per transition, not one per request: an outage under load would
@@ -412,6 +439,21 @@ fn corrupt(key: &Key, what: &str) -> StoreError {
 
 /// The server answered, but the record is not what the operation expects (wrong type, a
 /// counter that is not a number, an undecodable reply).
+/// Written (with a short expiry) only to learn whether Redis takes writes again.
+const WRITE_PROBE_KEY: &str = "gh:probe:writable";
+
+/// Redis is up but will not take writes: a replica (READONLY), fewer good
+/// replicas than `min-replicas-to-write` (NOREPLICAS), a failed RDB save
+/// with `stop-writes-on-bgsave-error` (MISCONF). Inside a Lua script the code
+/// may come wrapped in the script error, hence the look at the message too.
+fn refuses_writes(e: &RedisError) -> bool {
+    const CODES: [&str; 3] = ["READONLY", "NOREPLICAS", "MISCONF"];
+    e.code().is_some_and(|c| CODES.contains(&c)) || {
+        let text = e.to_string();
+        CODES.iter().any(|c| text.contains(c))
+    }
+}
+
 fn is_data_error(e: &RedisError) -> bool {
     matches!(e.kind(), ErrorKind::Parse | ErrorKind::UnexpectedReturnType)
         || e.code() == Some("WRONGTYPE")

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod gateway;
+pub mod h2raw;
 pub mod process;
 pub mod redis;
 pub mod upstream;

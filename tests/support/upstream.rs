@@ -22,6 +22,8 @@ pub struct Seen {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Whether the body arrived whole (false: the connection broke off mid-body).
+    pub complete: bool,
 }
 
 /// Routes: `POST /login` is a dashboard login (password [`PASSWORD`] →
@@ -93,11 +95,9 @@ impl Drop for Recorder {
 
 async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let collected = body.collect().await.map(|c| c.to_bytes());
+    let complete = collected.is_ok();
+    let body = collected.unwrap_or_default();
     let target = parts
         .uri
         .path_and_query()
@@ -107,6 +107,7 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         target: target.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
+        complete,
     });
     if parts.method == Method::POST && target.starts_with("/login") {
         return login(&body);
