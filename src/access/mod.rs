@@ -13,7 +13,7 @@ pub mod ip_list;
 pub mod path;
 
 pub use area::{
-    decide, AccessArea, AccessPolicy, ClientFacts, Decision, DenyReason, DEFAULT_AREA_NAME,
+    decide, AccessArea, AccessPolicy, AreaAuth, AreaTwoFactor, ClientFacts, Decision, DenyReason, DEFAULT_AREA_NAME,
     DEFAULT_AREA_TITLE,
 };
 pub use config::{validate, RawAccess, RawArea, RawGeoip};
