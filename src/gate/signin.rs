@@ -78,6 +78,9 @@ impl Gate {
                     crate::incidents::history::LoginResult::Locked,
                 )
                 .await;
+                if api_login || is_machine(&parts.headers) {
+                    return Ok(json_error(StatusCode::TOO_MANY_REQUESTS, "locked"));
+                }
                 return Ok(pages::locked(brand));
             }
         }
