@@ -2,12 +2,12 @@
 //! stage either passes the request on or finishes the response. This is the
 //! only place that knows the order.
 
+use crate::access::AreaAuth;
 use crate::audit::Event;
 use crate::auth::lockout::{LockState, Lockout};
 use crate::auth::login;
 use crate::auth::two_factor::TwoFactor;
 use crate::client_ip::{self, ClientIp, TrustedProxies};
-use crate::access::AreaAuth;
 use crate::clock::SharedClock;
 use crate::config::validate::Settings;
 use crate::error::GateError;
@@ -355,7 +355,8 @@ impl Gate {
                         .is_some_and(|ip| area.allow.contains(ip.to_canonical()))
             }
         };
-        let signed_in = matches!(&lookup, Lookup::Live(s) if s.record.state == SessionState::Active);
+        let signed_in =
+            matches!(&lookup, Lookup::Live(s) if s.record.state == SessionState::Active);
         if open_area && !signed_in {
             let prior = match lookup {
                 Lookup::Live(s) if s.record.state == SessionState::Anonymous => Some(*s),

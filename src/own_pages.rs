@@ -353,7 +353,10 @@ async fn api_locked_out(
         .end(&s.digest, Some(user), EndReason::Revoked)
         .await
         .map_err(store)?;
-    Ok(crate::gate::json_error(StatusCode::TOO_MANY_REQUESTS, "locked"))
+    Ok(crate::gate::json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "locked",
+    ))
 }
 
 async fn enroll_page(

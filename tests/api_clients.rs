@@ -227,9 +227,14 @@ async fn session_area_redirects_browsers_to_sign_in_and_answers_json_clients_wit
     assert!(api.header("www-authenticate").is_some());
     assert_eq!(json(&api)["error"], "authentication_required");
 
-    // A script sending its own token to a session area is no browser either.
+    // An XHR from a page script is no page load either.
     let script = s
-        .get_from(OFFICE, "/calls", "", &[("authorization", "Bearer x")])
+        .get_from(
+            OFFICE,
+            "/calls",
+            "",
+            &[("x-requested-with", "XMLHttpRequest")],
+        )
         .await;
     assert_eq!(script.status, StatusCode::UNAUTHORIZED);
     assert_eq!(json(&script)["error"], "authentication_required");
@@ -253,7 +258,12 @@ async fn session_or_token_area_passes_tokens_only_from_its_addresses() {
     assert_eq!(json(&listed)["user"], "api-key");
     // The same token from elsewhere needs a session, and gets JSON 401.
     let other = s
-        .get_from(ELSEWHERE, "/api/status", "", &[("authorization", &bearer)])
+        .get_from(
+            ELSEWHERE,
+            "/api/status",
+            "",
+            &[("authorization", &bearer), ("accept", "application/json")],
+        )
         .await;
     assert_eq!(other.status, StatusCode::UNAUTHORIZED);
     assert_eq!(json(&other)["error"], "authentication_required");
@@ -291,9 +301,7 @@ async fn service_account_signs_in_through_json_login_without_2fa_and_is_refused_
             .all(|v| !v.to_str().unwrap_or("").starts_with("PBXSESSID")),
         "the dashboard's session cookie stays in the vault"
     );
-    let status = s
-        .get_from(SERVICE_HOST, "/api/status", &cookie, &[])
-        .await;
+    let status = s.get_from(SERVICE_HOST, "/api/status", &cookie, &[]).await;
     assert_eq!(status.status, StatusCode::OK, "{}", status.text());
     assert_eq!(json(&status)["user"], "crm@example.com");
 
@@ -307,9 +315,7 @@ async fn service_account_signs_in_through_json_login_without_2fa_and_is_refused_
     assert_eq!(json(&elsewhere)["error"], "address_not_allowed");
     assert!(session_cookie(&elsewhere).is_none());
     // Still fine from home.
-    let again = s
-        .get_from(SERVICE_HOST, "/api/status", &cookie, &[])
-        .await;
+    let again = s.get_from(SERVICE_HOST, "/api/status", &cookie, &[]).await;
     assert_eq!(again.status, StatusCode::OK);
 
     // Admins see it as a service session and can filter by class (Redis
@@ -340,11 +346,15 @@ async fn session_made_on_the_sso_host_is_not_accepted_on_the_host_that_asks_for_
     .await;
     let on = |host: &'static str| [("x-forwarded-for", OFFICE), ("host", host)];
     // Through the SSO host: straight to the dashboard.
-    let r = s.send(login_post(ALICE.0, ALICE.1, "", &on("sso.test"))).await;
+    let r = s
+        .send(login_post(ALICE.0, ALICE.1, "", &on("sso.test")))
+        .await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
     assert_eq!(r.header("location"), Some("/"));
     let sso_cookie = session_cookie(&r).expect("cookie");
-    let home = s.send(get_with("/calls", &sso_cookie, &on("sso.test"))).await;
+    let home = s
+        .send(get_with("/calls", &sso_cookie, &on("sso.test")))
+        .await;
     assert_eq!(home.status, StatusCode::OK);
 
     // That session is no session on the public host.
@@ -375,7 +385,9 @@ async fn session_made_on_the_sso_host_is_not_accepted_on_the_host_that_asks_for_
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
 
     // Signing in on the public host asks for the second factor.
-    let r = s.send(login_post(ALICE.0, ALICE.1, "", &on("gw.test"))).await;
+    let r = s
+        .send(login_post(ALICE.0, ALICE.1, "", &on("gw.test")))
+        .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(
         r.header("location")
@@ -410,7 +422,10 @@ async fn json_client_completes_the_2fa_step_and_uses_the_api(redis: bool) {
             .all(|v| !v.to_str().unwrap_or("").starts_with("PBXSESSID")),
         "the dashboard's cookie stays in the vault"
     );
-    assert!(!r.text().contains("\"user\""), "the dashboard's answer is held back");
+    assert!(
+        !r.text().contains("\"user\""),
+        "the dashboard's answer is held back"
+    );
 
     // The challenge id is no session: the API still says sign in.
     let early = s
@@ -438,7 +453,12 @@ async fn json_client_completes_the_2fa_step_and_uses_the_api(redis: bool) {
     assert_ne!(cookie, format!("__Host-gatehouse={challenge}"));
 
     let status = s
-        .get_from(OFFICE, "/api/status", &cookie, &[("accept", "application/json")])
+        .get_from(
+            OFFICE,
+            "/api/status",
+            &cookie,
+            &[("accept", "application/json")],
+        )
         .await;
     assert_eq!(status.status, StatusCode::OK, "{}", status.text());
     assert_eq!(json(&status)["user"], ALICE.0);
@@ -451,7 +471,10 @@ async fn json_client_completes_the_2fa_step_and_uses_the_api(redis: bool) {
 
     // Challenges expire with the pending session (15 minutes).
     let r = s.json_login(OFFICE, ALICE).await;
-    let late = json(&r)["challenge"].as_str().expect("challenge").to_string();
+    let late = json(&r)["challenge"]
+        .as_str()
+        .expect("challenge")
+        .to_string();
     s.clock.advance(Duration::from_secs(16 * 60));
     let expired = s.submit_code(&late, &s.code(&secret)).await;
     assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
@@ -466,7 +489,10 @@ async fn wrong_codes_in_the_json_step_count_towards_lockout(redis: bool) {
     .await;
     let secret = s.enroll(ALICE).await;
     let r = s.json_login(OFFICE, ALICE).await;
-    let challenge = json(&r)["challenge"].as_str().expect("challenge").to_string();
+    let challenge = json(&r)["challenge"]
+        .as_str()
+        .expect("challenge")
+        .to_string();
     let first = s.submit_code(&challenge, "000000").await;
     assert_eq!(first.status, StatusCode::UNAUTHORIZED);
     let second = s.submit_code(&challenge, "000001").await;
@@ -503,7 +529,10 @@ fn check_config_prints_the_second_factor_rule_of_every_area() {
     };
     assert!(line("sso").contains("2fa off (area override"), "{text}");
     assert!(line("api").contains("auth none"), "{text}");
-    assert!(line("default").contains("2fa required (inherited"), "{text}");
+    assert!(
+        line("default").contains("2fa required (inherited"),
+        "{text}"
+    );
 }
 
 #[test]

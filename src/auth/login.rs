@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(s.username_field_for("/login"), "username");
         let mut h = HeaderMap::new();
         assert!(!s.succeeded_at("/api/login", StatusCode::OK, &h));
-        h.insert(header::SET_COOKIE, "PBXSESSID=abc; HttpOnly".parse().unwrap());
+        h.insert(
+            header::SET_COOKIE,
+            "PBXSESSID=abc; HttpOnly".parse().unwrap(),
+        );
         assert!(s.succeeded_at("/api/login", StatusCode::OK, &h));
         assert!(!s.succeeded_at("/api/login", StatusCode::UNAUTHORIZED, &h));
         assert!(!s.succeeded_at("/login", StatusCode::OK, &h));

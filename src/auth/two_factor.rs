@@ -63,7 +63,11 @@ impl TwoFactorSettings {
             .users
             .iter()
             .find(|(u, _)| u == user)
-            .or_else(|| self.domains.iter().find(|(d, _)| Some(d.as_str()) == domain))
+            .or_else(|| {
+                self.domains
+                    .iter()
+                    .find(|(d, _)| Some(d.as_str()) == domain)
+            })
             .map_or(self.mode, |(_, m)| *m);
         if admin_required {
             Mode::Required
@@ -127,7 +131,9 @@ impl TwoFactorSettings {
             }
             AreaTwoFactor::Off => "off (area override: no challenge)".into(),
             AreaTwoFactor::Required => "required (area override)".into(),
-            AreaTwoFactor::OutsideTrusted => format!("{} (area override)", mode(Mode::OutsideTrusted)),
+            AreaTwoFactor::OutsideTrusted => {
+                format!("{} (area override)", mode(Mode::OutsideTrusted))
+            }
         }
     }
 
@@ -450,7 +456,10 @@ mod tests {
     #[test]
     fn area_rule_beats_class_and_user_rules() {
         let s = settings(Mode::Required);
-        assert_eq!(s.mode_in(AreaTwoFactor::Off, None, Mode::Required), Mode::Off);
+        assert_eq!(
+            s.mode_in(AreaTwoFactor::Off, None, Mode::Required),
+            Mode::Off
+        );
         assert_eq!(
             s.mode_in(AreaTwoFactor::Required, Some(Mode::Off), Mode::Off),
             Mode::Required

@@ -543,7 +543,10 @@ fn validate_login(
     for (i, a) in l.api.iter().enumerate() {
         let key = format!("login.api[{i}]");
         check_path(&format!("{key}.path"), &a.path, issues);
-        if a.path.trim_end_matches('/').eq_ignore_ascii_case(l.path.trim_end_matches('/')) {
+        if a.path
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(l.path.trim_end_matches('/'))
+        {
             issues.push(ConfigIssue::new(
                 format!("{key}.path"),
                 "is login.path already; a JSON login needs its own path",
@@ -763,10 +766,16 @@ fn validate_service_accounts(
         let key = format!("policy.user[{i}]");
         let name = crate::auth::login::normalise_username(&u.name);
         if name.is_none() {
-            issues.push(ConfigIssue::new(format!("{key}.name"), "not a valid username"));
+            issues.push(ConfigIssue::new(
+                format!("{key}.name"),
+                "not a valid username",
+            ));
         }
         if let Some(n) = &name {
-            if out.iter().any(|a: &crate::auth::service::ServiceAccount| &a.name == n) {
+            if out
+                .iter()
+                .any(|a: &crate::auth::service::ServiceAccount| &a.name == n)
+            {
                 issues.push(ConfigIssue::new(format!("{key}.name"), "listed twice"));
             }
         }

@@ -540,8 +540,9 @@ pub(super) fn is_navigation(h: &HeaderMap) -> bool {
 }
 
 /// A client that is no browser page load: it asked for JSON (not HTML), or
-/// is a script's request (`X-Requested-With`, an `Authorization` header).
-/// It gets JSON answers, never a page or a redirect to a form.
+/// is a script's request (`X-Requested-With`). It gets JSON answers, never a
+/// page or a redirect to a form. (A client that states no Accept at all
+/// keeps getting the redirect, as before: it is harmless to a script.)
 pub(crate) fn is_machine(h: &HeaderMap) -> bool {
     if wants_json(h) {
         return true;
@@ -550,9 +551,7 @@ pub(crate) fn is_machine(h: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    !accept.contains("text/html")
-        && !is_navigation(h)
-        && (h.contains_key("x-requested-with") || h.contains_key(header::AUTHORIZATION))
+    !accept.contains("text/html") && !is_navigation(h) && h.contains_key("x-requested-with")
 }
 
 /// A small JSON error answer `{"error": code}`.
