@@ -266,7 +266,7 @@ mod tests {
         assert!(!s.succeeded_at("/api/login", StatusCode::OK, &h));
         h.insert(
             header::SET_COOKIE,
-            "PBXSESSID=abc; HttpOnly".parse().unwrap(),
+            "PBXSESSID=abc; HttpOnly".parse().expect("header"),
         );
         assert!(s.succeeded_at("/api/login", StatusCode::OK, &h));
         assert!(!s.succeeded_at("/api/login", StatusCode::UNAUTHORIZED, &h));

@@ -477,8 +477,8 @@ mod tests {
     #[test]
     fn session_waived_by_an_area_is_good_only_where_the_area_waives_too() {
         let s = settings(Mode::Required);
-        let outside = Some("198.51.100.7".parse().unwrap());
-        let inside = Some("192.0.2.7".parse().unwrap());
+        let outside = Some("198.51.100.7".parse().expect("ip"));
+        let inside = Some("192.0.2.7".parse().expect("ip"));
         assert!(s.admits_without_code(AreaTwoFactor::Off, true, outside));
         assert!(!s.admits_without_code(AreaTwoFactor::Inherit, true, outside));
         assert!(!s.admits_without_code(AreaTwoFactor::OutsideTrusted, true, inside));

@@ -329,6 +329,7 @@ impl Gate {
     /// 6c. Without a signed-in session: public paths and areas that need no
     /// session (`open_area`) pass (their HttpOnly cookies kept server-side in
     /// a pre-login session), everything else goes to the dashboard's login.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn anonymous(
         &self,
         live: &Arc<Live>,
