@@ -13,8 +13,14 @@ pub enum GateError {
     /// The Host is not one this gateway serves.
     #[error("misdirected request")]
     Misdirected,
+    /// The area refused the client. `json`: an API client (or an area that
+    /// serves machines) gets JSON, never an HTML page.
     #[error("access denied ({reason})")]
-    AccessDenied { reason: String, reference: String },
+    AccessDenied {
+        reason: String,
+        reference: String,
+        json: bool,
+    },
     /// A gatehouse form without this session's token, or from another site.
     #[error("form refused (CSRF)")]
     Forbidden,
@@ -62,6 +68,26 @@ impl GateError {
     /// Render the page a browser sees.
     pub fn into_response(self, brand: &str) -> Response<Body> {
         let status = self.status();
+        if let GateError::AccessDenied {
+            reference,
+            json: true,
+            ..
+        } = &self
+        {
+            let body = serde_json::json!({"error": "access_denied", "reference": reference});
+            let mut r = Response::new(crate::proxy::full(body.to_string()));
+            *r.status_mut() = status;
+            let h = r.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            return r;
+        }
         let (title, message, advice, reference) = match &self {
             GateError::BadRequest(_) => (
                 "Bad request",

@@ -2,6 +2,7 @@
 //! stage either passes the request on or finishes the response. This is the
 //! only place that knows the order.
 
+use crate::access::AreaAuth;
 use crate::audit::Event;
 use crate::auth::lockout::{LockState, Lockout};
 use crate::auth::login;
@@ -33,6 +34,7 @@ mod forward;
 mod signed_in;
 mod signin;
 
+pub(crate) use signin::json_error;
 use signin::{headers_user_agent, local_target, strip_http_only, FormBody};
 
 /// Everything a request needs that a SIGHUP may replace, swapped atomically:
@@ -251,6 +253,7 @@ impl Gate {
             .emit();
             metrics::counter!("gatehouse_access_denied_total", "area" => area.name.clone(), "reason" => reason)
                 .increment(1);
+            let json = area.auth.serves_machines() || signin::is_machine(req.headers());
             // A refused sign-in attempt still belongs in the user's history.
             if settings.login.is_login(req.method(), &facts.path) {
                 if let Ok(FormBody {
@@ -259,8 +262,12 @@ impl Gate {
                     content_type,
                 }) = FormBody::read(req, &settings.server.limits).await
                 {
-                    let user = login::field(&content_type, &bytes, &settings.login.username_field)
-                        .and_then(|u| login::normalise_username(&u));
+                    let user = login::field(
+                        &content_type,
+                        &bytes,
+                        settings.login.username_field_for(&facts.path),
+                    )
+                    .and_then(|u| login::normalise_username(&u));
                     if let Some(user) = user {
                         let agent = headers_user_agent(&parts.headers);
                         self.note_attempt(
@@ -277,6 +284,7 @@ impl Gate {
             return Err(GateError::AccessDenied {
                 reason: reason.to_string(),
                 reference,
+                json,
             });
         }
 
@@ -333,15 +341,84 @@ impl Gate {
                 .login(live, req, target, facts, prior, upstream_time)
                 .await;
         }
+        // The area may admit requests without a session: always (`none`), or
+        // with an Authorization header for the dashboard to judge, from the
+        // area's own addresses only (`session_or_token`).
+        let open_area = match area.auth {
+            AreaAuth::Session => false,
+            AreaAuth::None => true,
+            AreaAuth::SessionOrToken => {
+                req.headers().contains_key(header::AUTHORIZATION)
+                    && facts
+                        .client
+                        .addr()
+                        .is_some_and(|ip| area.allow.contains(ip.to_canonical()))
+            }
+        };
+        let signed_in =
+            matches!(&lookup, Lookup::Live(s) if s.record.state == SessionState::Active);
+        if open_area && !signed_in {
+            let prior = match lookup {
+                Lookup::Live(s) if s.record.state == SessionState::Anonymous => Some(*s),
+                _ => None,
+            };
+            return self
+                .anonymous(live, req, target, facts, prior, true, upstream_time)
+                .await;
+        }
         match lookup {
             Lookup::Live(session) if session.record.state == SessionState::Active => {
                 facts.user = session.record.user.clone();
+                let user = session.record.user.as_deref().unwrap_or_default();
+                let refuse = |reason: &'static str| {
+                    Event {
+                        event: "session_refused",
+                        user: Some(user),
+                        ip: Some(facts.client.to_string()),
+                        area: Some(&area.name),
+                        reason: Some(reason),
+                        session: Some(gh_cookie::short_ref(&session.digest)),
+                        ..Event::default()
+                    }
+                    .emit();
+                };
+                // A service account's session works from its addresses only,
+                // on every request (a copied cookie is useless elsewhere).
+                if !settings.service_accounts.admits(user, facts.client.addr()) {
+                    refuse("service_account_address");
+                    return Ok(signin::json_error(
+                        StatusCode::FORBIDDEN,
+                        "address_not_allowed",
+                    ));
+                }
+                // A session that skipped the challenge is no session in an
+                // area that asks for one: sign in here (and pass it).
+                if !session.record.two_factor_passed
+                    && !settings.two_factor.admits_without_code(
+                        area.two_factor,
+                        session.record.two_factor_waived_by_area,
+                        facts.client.addr(),
+                    )
+                {
+                    refuse("two_factor_required_in_area");
+                    return self
+                        .anonymous(live, req, target, facts, None, open_area, upstream_time)
+                        .await;
+                }
                 self.signed_in(live, req, target, facts, *session, upstream_time)
                     .await
             }
             Lookup::Live(session) if session.record.state == SessionState::Anonymous => {
-                self.anonymous(live, req, target, facts, Some(*session), upstream_time)
-                    .await
+                self.anonymous(
+                    live,
+                    req,
+                    target,
+                    facts,
+                    Some(*session),
+                    false,
+                    upstream_time,
+                )
+                .await
             }
             Lookup::Live(session) => {
                 // Second factor pending: only gatehouse's 2FA pages (and the
@@ -351,16 +428,28 @@ impl Gate {
                     || proxy::headers::upgrade_protocol(req.headers()).is_some()
                 {
                     return self
-                        .anonymous(live, req, target, facts, None, upstream_time)
+                        .anonymous(live, req, target, facts, None, false, upstream_time)
                         .await;
+                }
+                if signin::is_machine(req.headers()) {
+                    return Ok(signin::json_error(
+                        StatusCode::UNAUTHORIZED,
+                        "two_factor_required",
+                    ));
                 }
                 Ok(redirect(StatusCode::SEE_OTHER, "/.gatehouse/2fa"))
             }
             Lookup::Ended(reason) => {
                 if login.is_anonymous(&facts.path) {
                     let mut resp = self
-                        .anonymous(live, req, target, facts, None, upstream_time)
+                        .anonymous(live, req, target, facts, None, false, upstream_time)
                         .await?;
+                    resp.headers_mut()
+                        .append(header::SET_COOKIE, gh_cookie::clear_session());
+                    return Ok(resp);
+                }
+                if signin::is_machine(req.headers()) {
+                    let mut resp = self.to_sign_in(live, &req, facts);
                     resp.headers_mut()
                         .append(header::SET_COOKIE, gh_cookie::clear_session());
                     return Ok(resp);
@@ -380,7 +469,7 @@ impl Gate {
                 Ok(resp)
             }
             Lookup::None => {
-                self.anonymous(live, req, target, facts, None, upstream_time)
+                self.anonymous(live, req, target, facts, None, false, upstream_time)
                     .await
             }
         }

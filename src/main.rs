@@ -146,6 +146,9 @@ enum SessionsCommand {
     List {
         #[arg(long)]
         user: Option<String>,
+        /// Only sessions of this client class: web, mobile, desktop or service.
+        #[arg(long)]
+        class: Option<String>,
     },
     Revoke {
         reference: String,
@@ -223,6 +226,7 @@ fn check_config(file: &Path, client_ip: Option<std::net::IpAddr>) -> ExitCode {
     match validate::load_file(file) {
         Ok(settings) => {
             println!("ok");
+            print_area_rules(&settings);
             if let Some(ip) = client_ip {
                 explain_access(&settings, ip);
             }
@@ -383,9 +387,9 @@ async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow:
     };
     match command {
         AdminCommand::Sessions {
-            command: SessionsCommand::List { user },
+            command: SessionsCommand::List { user, class },
         } => {
-            let list = admin.sessions(user.as_deref()).await?;
+            let list = admin.sessions(user.as_deref(), class.as_deref()).await?;
             let mut table = format!(
                 "{:<14} {:<32} {:<12} {:<8} {:<16} {}\n",
                 "REFERENCE", "USER", "STATE", "CLASS", "CLIENT", "SINCE"
@@ -394,7 +398,11 @@ async fn admin(settings: Settings, json: bool, command: AdminCommand) -> anyhow:
                 table.push_str(&format!(
                     "{:<14} {:<32} {:<12} {:<8} {:<16} {}\n",
                     s.reference,
-                    s.user,
+                    if s.service_account {
+                        format!("{} (service)", s.user)
+                    } else {
+                        s.user.clone()
+                    },
                     s.state,
                     s.class,
                     s.client_ip,
@@ -609,6 +617,26 @@ fn format_ms(ms: u64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| "-".into())
+}
+
+/// Per area: what a request needs and the second-factor rule in force there
+/// (area overrides can only be set in the file, so this is where to see them).
+fn print_area_rules(settings: &Settings) {
+    for area in settings.access.areas() {
+        println!(
+            "area {:<16} auth {:<17} 2fa {}",
+            area.name,
+            area.auth.as_str(),
+            settings.two_factor.describe_area(area.two_factor)
+        );
+    }
+    for a in &settings.service_accounts.0 {
+        println!(
+            "service account {} from {} address entr(y/ies) only",
+            a.name,
+            a.allow.len()
+        );
+    }
 }
 
 /// Per area: would `ip` be let in? Warn loudly when the admin console's area

@@ -35,6 +35,81 @@ pub struct AccessArea {
     /// Addresses admitted (with `ip_restriction`) and addresses whose unknown country
     /// is excused (with `countries`).
     pub allow: IpList,
+    /// What a request needs besides the address rules (a gatehouse session, nothing,
+    /// or a session or an `Authorization` header for the upstream to judge).
+    pub auth: AreaAuth,
+    /// The area's own second-factor rule, overriding `[two_factor]` and the
+    /// per-domain and per-user rules for sign-ins and sessions in this area.
+    pub two_factor: AreaTwoFactor,
+}
+
+/// `[[access.area]] auth`: what a request needs besides the address rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AreaAuth {
+    /// A gatehouse session, with the second factor as configured.
+    #[default]
+    Session,
+    /// Nothing: only the area's IP/country rules (APIs with their own tokens,
+    /// webhooks, provisioning URLs).
+    None,
+    /// A gatehouse session, or an `Authorization` header (judged by the
+    /// upstream) from an address on the area's `allow` list.
+    SessionOrToken,
+}
+
+impl AreaAuth {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "session" => Self::Session,
+            "none" => Self::None,
+            "session_or_token" => Self::SessionOrToken,
+            _ => return None,
+        })
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Session => "session",
+            Self::None => "none",
+            Self::SessionOrToken => "session_or_token",
+        }
+    }
+    /// Machine clients (no browser) are expected here: refusals are JSON.
+    pub fn serves_machines(&self) -> bool {
+        *self != Self::Session
+    }
+}
+
+/// `[[access.area]] two_factor`: the area's own second-factor rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AreaTwoFactor {
+    /// The `[two_factor]` mode with its per-domain and per-user rules.
+    #[default]
+    Inherit,
+    /// No gatehouse challenge (e.g. a host reached through single sign-on).
+    Off,
+    Required,
+    /// Required unless the client is in `two_factor.trusted_networks`.
+    OutsideTrusted,
+}
+
+impl AreaTwoFactor {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "inherit" => Self::Inherit,
+            "off" => Self::Off,
+            "required" => Self::Required,
+            "outside_trusted" => Self::OutsideTrusted,
+            _ => return None,
+        })
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Inherit => "inherit",
+            Self::Off => "off",
+            Self::Required => "required",
+            Self::OutsideTrusted => "outside_trusted",
+        }
+    }
 }
 
 /// All areas of one configuration, with the default area always present.
@@ -109,6 +184,8 @@ impl AccessArea {
             countries: None,
             ip_restriction: false,
             allow: IpList::default(),
+            auth: AreaAuth::Session,
+            two_factor: AreaTwoFactor::Inherit,
         }
     }
 

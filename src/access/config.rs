@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::area::{AccessArea, AccessPolicy, DEFAULT_AREA_NAME, DEFAULT_AREA_TITLE};
+use super::area::{
+    AccessArea, AccessPolicy, AreaAuth, AreaTwoFactor, DEFAULT_AREA_NAME, DEFAULT_AREA_TITLE,
+};
 use super::geo::Country;
 use super::ip_list::{IpList, RawIpEntry};
 use super::path::PathPrefix;
@@ -83,6 +85,19 @@ pub struct RawArea {
     /// with an optional `note`, or plain strings.
     #[serde(default)]
     pub allow: Vec<RawIpEntry>,
+    /// What a request needs besides the address rules: "session" (a gatehouse
+    /// session, 2FA as configured), "none" (only the address and country rules:
+    /// APIs with their own tokens, webhooks, provisioning URLs) or
+    /// "session_or_token" (a session, or an `Authorization` header the dashboard
+    /// judges, from an address on `allow` only). Absent = "session".
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// The area's second-factor rule: "inherit" (`[two_factor]` and its domain and
+    /// user rules), "off", "required" or "outside_trusted". A session that skipped
+    /// the challenge is not accepted in an area that would have asked for it.
+    /// Absent = "inherit". Only settable here, never from the console.
+    #[serde(default)]
+    pub two_factor: Option<String>,
 }
 
 /// Check the raw `[[access.area]]` list. `geoip_configured` says whether
@@ -146,8 +161,40 @@ pub fn validate(raw: &RawAccess, geoip_configured: bool) -> Result<AccessPolicy,
             }
         }
 
+        let auth = match area.auth.as_deref().map(AreaAuth::parse) {
+            None => AreaAuth::Session,
+            Some(Some(a)) => a,
+            Some(None) => {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.auth"),
+                    "must be \"session\", \"none\" or \"session_or_token\"",
+                ));
+                AreaAuth::Session
+            }
+        };
+        if auth == AreaAuth::SessionOrToken && area.allow.is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("{key}.allow"),
+                "auth = \"session_or_token\" admits tokens only from the addresses on allow; \
+                 list them",
+            ));
+        }
+        let two_factor = match area.two_factor.as_deref().map(AreaTwoFactor::parse) {
+            None => AreaTwoFactor::Inherit,
+            Some(Some(t)) => t,
+            Some(None) => {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.two_factor"),
+                    "must be \"inherit\", \"off\", \"required\" or \"outside_trusted\"",
+                ));
+                AreaTwoFactor::Inherit
+            }
+        };
+
         if issues.len() == before {
             areas.push(AccessArea {
+                auth,
+                two_factor,
                 name: area.name.clone(),
                 title: area.title.clone().unwrap_or_else(|| {
                     if is_default {

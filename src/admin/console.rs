@@ -56,7 +56,7 @@ pub async fn handle(
     };
     match (req.method().clone(), sub) {
         (Method::GET, "" | "/") => {
-            let sessions = admin.sessions(None).await.map_err(admin_err)?;
+            let sessions = admin.sessions(None, None).await.map_err(admin_err)?;
             let users = admin.users().await.map_err(admin_err)?;
             let open = incidents.list(false).await.map_err(incident_err)?.len();
             Ok(view::home(
@@ -97,11 +97,19 @@ pub async fn handle(
                 .get("user")
                 .map(|u| u.trim().to_lowercase())
                 .filter(|u| !u.is_empty());
-            let sessions = admin.sessions(wanted.as_deref()).await.map_err(admin_err)?;
+            let class = filter
+                .get("class")
+                .map(|c| c.trim().to_lowercase())
+                .filter(|c| !c.is_empty());
+            let sessions = admin
+                .sessions(wanted.as_deref(), class.as_deref())
+                .await
+                .map_err(admin_err)?;
             Ok(view::sessions(
                 &page(None),
                 &sessions,
                 wanted.as_deref().unwrap_or(""),
+                class.as_deref().unwrap_or(""),
             ))
         }
         (Method::GET, "/users") => {
@@ -219,7 +227,7 @@ pub async fn handle(
                 _ => return Err(GateError::NotFound),
             };
             let users = admin.users().await.map_err(admin_err)?;
-            let sessions = admin.sessions(None).await.map_err(admin_err)?;
+            let sessions = admin.sessions(None, None).await.map_err(admin_err)?;
             let open = incidents.list(false).await.map_err(incident_err)?.len();
             Ok(view::home(
                 &page(Some(notice)),

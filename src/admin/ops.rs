@@ -29,7 +29,10 @@ pub struct SessionView {
     pub reference: String,
     pub user: String,
     pub state: String,
+    /// "web", "mobile", "desktop" or "service".
     pub class: String,
+    /// The user is a `[[policy.user]]` service account.
+    pub service_account: bool,
     pub client_ip: String,
     pub country: Option<String>,
     pub created_ms: u64,
@@ -47,6 +50,8 @@ pub struct UserView {
     pub first_seen_ms: u64,
     pub last_sign_in_ms: u64,
     pub active_sessions: usize,
+    /// A `[[policy.user]]` service account (IP-bound, usually without 2FA).
+    pub service_account: bool,
 }
 
 /// The operations over one store.
@@ -76,8 +81,13 @@ impl Admin {
         }
     }
 
-    /// Live sessions, newest first, optionally of one user.
-    pub async fn sessions(&self, user: Option<&str>) -> Result<Vec<SessionView>, AdminError> {
+    /// Live sessions, newest first, optionally of one user and/or one client
+    /// class ("web", "mobile", "desktop", "service").
+    pub async fn sessions(
+        &self,
+        user: Option<&str>,
+        class: Option<&str>,
+    ) -> Result<Vec<SessionView>, AdminError> {
         let mut out: Vec<SessionView> = self
             .sessions
             .all()
@@ -90,7 +100,13 @@ impl Admin {
                 )
             })
             .filter(|s| user.is_none_or(|u| s.record.user.as_deref() == Some(u)))
+            .filter(|s| class.is_none_or(|c| s.record.class == c))
             .map(|s| SessionView {
+                service_account: s
+                    .record
+                    .user
+                    .as_deref()
+                    .is_some_and(|u| self.settings.service_accounts.get(u).is_some()),
                 reference: short_ref(&s.digest).to_string(),
                 user: s.record.user.clone().unwrap_or_default(),
                 state: match s.record.state {
@@ -173,6 +189,7 @@ impl Admin {
             .two_factor
             .mode_for(user, profile.two_factor_required);
         Ok(UserView {
+            service_account: self.settings.service_accounts.get(user).is_some(),
             user: user.to_string(),
             two_factor_enrolled: self.two_factor.is_enrolled(user).await?,
             two_factor_required_by_admin: profile.two_factor_required,

@@ -15,6 +15,18 @@ pub struct LoginSettings {
     pub logout_paths: Vec<String>,
     pub anonymous_paths: Vec<String>,
     pub session_cookies: Vec<String>,
+    /// `[[login.api]]`: JSON login endpoints.
+    pub api: Vec<ApiLogin>,
+}
+
+/// A JSON login endpoint of the dashboard (`[[login.api]]`).
+#[derive(Debug, Clone)]
+pub struct ApiLogin {
+    pub path: String,
+    /// JSON pointer.
+    pub username_field: String,
+    pub success_status: Vec<u16>,
+    pub set_cookie: Option<String>,
 }
 
 /// Longest username gatehouse accepts (keys and audit lines stay bounded).
@@ -28,8 +40,32 @@ impl LoginSettings {
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return false;
         }
-        let norm = |p: &str| p.trim_end_matches('/').to_ascii_lowercase();
-        norm(path) == norm(&self.path)
+        same_path(path, &self.path) || self.api_login(path).is_some()
+    }
+
+    /// The JSON login endpoint `path` is (same spelling rules as `is_login`).
+    pub fn api_login(&self, path: &str) -> Option<&ApiLogin> {
+        self.api.iter().find(|a| same_path(path, &a.path))
+    }
+
+    /// The username field of the login at `path`.
+    pub fn username_field_for(&self, path: &str) -> &str {
+        self.api_login(path)
+            .map_or(self.username_field.as_str(), |a| a.username_field.as_str())
+    }
+
+    /// Did the dashboard accept the password at the login `path`?
+    pub fn succeeded_at(&self, path: &str, status: StatusCode, headers: &HeaderMap) -> bool {
+        match self.api_login(path) {
+            None => self.succeeded(status, headers),
+            Some(api) => {
+                api.success_status.contains(&status.as_u16())
+                    && api
+                        .set_cookie
+                        .as_deref()
+                        .is_none_or(|name| sets_cookie(headers, name))
+            }
+        }
     }
 
     pub fn is_logout(&self, path: &str) -> bool {
@@ -56,20 +92,30 @@ impl LoginSettings {
             }
         }
         if let Some(name) = &self.set_cookie {
-            let sets = headers
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| {
-                    v.split_once('=')
-                        .is_some_and(|(n, rest)| n.trim() == name && !rest.starts_with(';'))
-                });
-            if !sets {
+            if !sets_cookie(headers, name) {
                 return false;
             }
         }
         true
     }
+}
+
+/// Case and a trailing slash are ignored (SECURITY-TESTS 33).
+fn same_path(a: &str, b: &str) -> bool {
+    let norm = |p: &str| p.trim_end_matches('/').to_ascii_lowercase();
+    norm(a) == norm(b)
+}
+
+/// Does the answer set cookie `name` to a non-empty value?
+fn sets_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split_once('=')
+                .is_some_and(|(n, rest)| n.trim() == name && !rest.starts_with(';'))
+        })
 }
 
 /// A prefix match on whole segments: "/static/" matches "/static/x";
@@ -201,7 +247,30 @@ mod tests {
             logout_paths: vec!["/logout".into()],
             anonymous_paths: vec!["/login".into(), "/static/".into()],
             session_cookies: vec![],
+            api: vec![ApiLogin {
+                path: "/api/login".into(),
+                username_field: "/username".into(),
+                success_status: vec![200],
+                set_cookie: Some("PBXSESSID".into()),
+            }],
         }
+    }
+
+    #[test]
+    fn json_login_api_is_intercepted_and_judged_by_its_own_rule() {
+        let s = settings();
+        assert!(s.is_login(&Method::POST, "/API/login/"));
+        assert_eq!(s.username_field_for("/api/login"), "/username");
+        assert_eq!(s.username_field_for("/login"), "username");
+        let mut h = HeaderMap::new();
+        assert!(!s.succeeded_at("/api/login", StatusCode::OK, &h));
+        h.insert(
+            header::SET_COOKIE,
+            "PBXSESSID=abc; HttpOnly".parse().expect("header"),
+        );
+        assert!(s.succeeded_at("/api/login", StatusCode::OK, &h));
+        assert!(!s.succeeded_at("/api/login", StatusCode::UNAUTHORIZED, &h));
+        assert!(!s.succeeded_at("/login", StatusCode::OK, &h));
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod lockout;
 pub mod login;
 pub mod password;
 pub mod recovery;
+pub mod service;
 pub mod totp;
 pub mod two_factor;

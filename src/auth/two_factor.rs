@@ -3,6 +3,7 @@
 
 use super::recovery::RecoveryCodes;
 use super::totp::{self, TotpError, TotpSecret};
+use crate::access::AreaTwoFactor;
 use crate::session::SecondFactor;
 use crate::store::{Key, Sealer, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,8 @@ pub struct TwoFactorSettings {
     pub trusted_networks: crate::access::IpList,
     pub issuer: String,
     pub domains: Vec<(String, Mode)>,
+    /// `[[policy.user]]` service accounts' own modes (default "off").
+    pub users: Vec<(String, Mode)>,
     /// Enrollment also asks for the dashboard password, checked by
     /// replaying it to the dashboard's login.
     pub confirm_password: bool,
@@ -57,14 +60,80 @@ impl TwoFactorSettings {
     pub fn mode_for(&self, user: &str, admin_required: bool) -> Mode {
         let domain = super::login::email_domain(user);
         let base = self
-            .domains
+            .users
             .iter()
-            .find(|(d, _)| Some(d.as_str()) == domain)
+            .find(|(u, _)| u == user)
+            .or_else(|| {
+                self.domains
+                    .iter()
+                    .find(|(d, _)| Some(d.as_str()) == domain)
+            })
             .map_or(self.mode, |(_, m)| *m);
         if admin_required {
             Mode::Required
         } else {
             base
+        }
+    }
+
+    /// The mode in force for a sign-in in an area of rule `area`: an area's
+    /// own rule (set in TOML only) wins over the client class's, which wins
+    /// over the user's (`mode_for`).
+    pub fn mode_in(&self, area: AreaTwoFactor, class: Option<Mode>, user_mode: Mode) -> Mode {
+        match area {
+            AreaTwoFactor::Inherit => class.unwrap_or(user_mode),
+            AreaTwoFactor::Off => Mode::Off,
+            AreaTwoFactor::Required => Mode::Required,
+            AreaTwoFactor::OutsideTrusted => Mode::OutsideTrusted,
+        }
+    }
+
+    /// May a session that did not pass the second factor be used in an area
+    /// of rule `area` from `client`? `waived_by_area` says the session skipped
+    /// the challenge only because the area it was made in said "off": such a
+    /// session is good only where the area says "off" too. Otherwise an area
+    /// that asks for a code on its own account refuses it (the user's rules
+    /// were already applied at sign-in). Pure, no store round trip.
+    pub fn admits_without_code(
+        &self,
+        area: AreaTwoFactor,
+        waived_by_area: bool,
+        client: Option<IpAddr>,
+    ) -> bool {
+        match area {
+            AreaTwoFactor::Off => true,
+            _ if waived_by_area => false,
+            AreaTwoFactor::Inherit => true,
+            AreaTwoFactor::Required => false,
+            AreaTwoFactor::OutsideTrusted => self.trusted(client),
+        }
+    }
+
+    /// The rule in force in an area, in words (for `check-config`).
+    pub fn describe_area(&self, area: AreaTwoFactor) -> String {
+        let mode = |m: Mode| match m {
+            Mode::OutsideTrusted => format!(
+                "outside_trusted (required outside {} trusted network(s))",
+                self.trusted_networks.len()
+            ),
+            m => m.as_str().to_string(),
+        };
+        match area {
+            AreaTwoFactor::Inherit => {
+                let mut text = format!("{} (inherited from two_factor.mode)", mode(self.mode));
+                for (d, m) in &self.domains {
+                    text.push_str(&format!("; @{d}: {}", m.as_str()));
+                }
+                for (u, m) in &self.users {
+                    text.push_str(&format!("; service account {u}: {}", m.as_str()));
+                }
+                text
+            }
+            AreaTwoFactor::Off => "off (area override: no challenge)".into(),
+            AreaTwoFactor::Required => "required (area override)".into(),
+            AreaTwoFactor::OutsideTrusted => {
+                format!("{} (area override)", mode(Mode::OutsideTrusted))
+            }
         }
     }
 
@@ -372,8 +441,53 @@ mod tests {
             .expect("list"),
             issuer: "PBX".into(),
             domains: vec![("example.com".into(), Mode::Required)],
+            users: vec![("crm@example.com".into(), Mode::Off)],
             confirm_password: false,
         }
+    }
+
+    #[test]
+    fn service_account_rule_beats_its_domain() {
+        let s = settings(Mode::Required);
+        assert_eq!(s.mode_for("crm@example.com", false), Mode::Off);
+        assert_eq!(s.mode_for("crm@example.com", true), Mode::Required);
+    }
+
+    #[test]
+    fn area_rule_beats_class_and_user_rules() {
+        let s = settings(Mode::Required);
+        assert_eq!(
+            s.mode_in(AreaTwoFactor::Off, None, Mode::Required),
+            Mode::Off
+        );
+        assert_eq!(
+            s.mode_in(AreaTwoFactor::Required, Some(Mode::Off), Mode::Off),
+            Mode::Required
+        );
+        assert_eq!(
+            s.mode_in(AreaTwoFactor::Inherit, Some(Mode::Off), Mode::Required),
+            Mode::Off
+        );
+        assert_eq!(
+            s.mode_in(AreaTwoFactor::Inherit, None, Mode::Optional),
+            Mode::Optional
+        );
+    }
+
+    #[test]
+    fn session_waived_by_an_area_is_good_only_where_the_area_waives_too() {
+        let s = settings(Mode::Required);
+        let outside = Some("198.51.100.7".parse().expect("ip"));
+        let inside = Some("192.0.2.7".parse().expect("ip"));
+        assert!(s.admits_without_code(AreaTwoFactor::Off, true, outside));
+        assert!(!s.admits_without_code(AreaTwoFactor::Inherit, true, outside));
+        assert!(!s.admits_without_code(AreaTwoFactor::OutsideTrusted, true, inside));
+        // Skipped by the user's own rules (mode off, trusted network): the
+        // area refuses only if it asks for a code itself.
+        assert!(s.admits_without_code(AreaTwoFactor::Inherit, false, outside));
+        assert!(!s.admits_without_code(AreaTwoFactor::Required, false, inside));
+        assert!(s.admits_without_code(AreaTwoFactor::OutsideTrusted, false, inside));
+        assert!(!s.admits_without_code(AreaTwoFactor::OutsideTrusted, false, outside));
     }
 
     #[test]

@@ -240,6 +240,35 @@ pub struct RawLogin {
     /// HttpOnly cookie the dashboard sets; listing them here makes several
     /// gateways strip them from the first request on.
     pub session_cookies: Vec<String>,
+    /// The dashboard's JSON login APIs (mobile/desktop apps, integrations).
+    /// A sign-in there that needs a second factor gets a JSON answer with a
+    /// challenge id instead of a redirect to a page (see docs/api.md).
+    pub api: Vec<RawLoginApi>,
+}
+
+/// `[[login.api]]`: a JSON login endpoint of the dashboard.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoginApi {
+    /// Path of the POST target, e.g. "/api/login".
+    pub path: String,
+    /// JSON pointer to the username, e.g. "/username".
+    #[serde(default = "default_api_username")]
+    pub username_field: String,
+    /// Status codes of a successful answer.
+    #[serde(default = "default_api_status")]
+    pub status: Vec<u16>,
+    /// A cookie a successful answer must set (empty = not checked).
+    #[serde(default)]
+    pub set_cookie: String,
+}
+
+fn default_api_username() -> String {
+    "/username".into()
+}
+
+fn default_api_status() -> Vec<u16> {
+    vec![200]
 }
 
 impl Default for RawLogin {
@@ -252,6 +281,7 @@ impl Default for RawLogin {
             logout_paths: vec!["/logout".into()],
             anonymous_paths: vec!["/login".into(), "/static/".into()],
             session_cookies: Vec::new(),
+            api: Vec::new(),
         }
     }
 }
@@ -324,6 +354,12 @@ pub struct RawClientClass {
     /// The class's own absolute timeout; "disabled" = the session's.
     #[serde(default)]
     pub expire_after: OptDuration,
+    /// Whether the second factor applies: "inherit" (the user's rule), "off",
+    /// "required" or "outside_trusted". An area's own rule wins. The class is
+    /// chosen by the client (User-Agent, path), so "off" is a convenience for
+    /// trusted deployments, not a protection.
+    #[serde(default)]
+    pub two_factor: Option<String>,
 }
 
 /// `[lockout]`: failed sign-ins.
@@ -384,6 +420,26 @@ impl Default for RawTwoFactor {
 #[serde(deny_unknown_fields, default)]
 pub struct RawPolicy {
     pub domain: Vec<RawDomainPolicy>,
+    /// Service accounts: integration users with their own rules.
+    pub user: Vec<RawUserPolicy>,
+}
+
+/// `[[policy.user]]`: a service account (a CRM, billing or provisioning
+/// integration signing in through the dashboard's login API).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserPolicy {
+    /// The username as it signs in to the dashboard.
+    pub name: String,
+    /// Its second-factor mode; default "off" (a script cannot type codes).
+    #[serde(default)]
+    pub two_factor: Option<String>,
+    /// Required: the only addresses (IPs, CIDRs, ranges) it may sign in and
+    /// use its sessions from; checked on every request.
+    pub allow: Vec<String>,
+    /// Its sessions' absolute timeout; absent = `session.absolute_timeout`.
+    #[serde(default)]
+    pub absolute_timeout: Option<Dur>,
 }
 
 /// `[[policy.domain]]`

@@ -22,6 +22,8 @@ pub struct Settings {
     pub session: crate::session::SessionRules,
     pub lockout: crate::auth::lockout::LockoutSettings,
     pub two_factor: crate::auth::two_factor::TwoFactorSettings,
+    /// `[[policy.user]]` service accounts.
+    pub service_accounts: crate::auth::service::ServiceAccounts,
     /// `[[access.area]]`: who may enter which part of the dashboard.
     pub access: crate::access::AccessPolicy,
     /// The GeoIP database (disabled when `geoip.database` is absent).
@@ -357,6 +359,7 @@ fn validate(
     let session = validate_session(&raw.session, issues);
     let lockout = validate_lockout(&raw.lockout, issues);
     let two_factor = validate_two_factor(&raw, issues);
+    let service_accounts = validate_service_accounts(&raw, issues);
     let metrics_listen = match raw.metrics.listen.trim() {
         "disabled" | "off" | "" => None,
         a => parse_addr(a, "metrics.listen", issues),
@@ -455,6 +458,7 @@ fn validate(
         crate::auth::password::PasswordPolicies { base, domains }
     });
     Some(Settings {
+        service_accounts,
         password,
         incidents,
         audit_file,
@@ -535,7 +539,40 @@ fn validate_login(
         }
     }
     let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let mut api = Vec::new();
+    for (i, a) in l.api.iter().enumerate() {
+        let key = format!("login.api[{i}]");
+        check_path(&format!("{key}.path"), &a.path, issues);
+        if a.path
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(l.path.trim_end_matches('/'))
+        {
+            issues.push(ConfigIssue::new(
+                format!("{key}.path"),
+                "is login.path already; a JSON login needs its own path",
+            ));
+        }
+        if !a.username_field.starts_with('/') {
+            issues.push(ConfigIssue::new(
+                format!("{key}.username_field"),
+                "a JSON pointer such as \"/username\" or \"/user/name\"",
+            ));
+        }
+        if a.status.is_empty() || a.status.iter().any(|s| !(100..=599).contains(s)) {
+            issues.push(ConfigIssue::new(
+                format!("{key}.status"),
+                "list HTTP status codes of a successful login",
+            ));
+        }
+        api.push(crate::auth::login::ApiLogin {
+            path: a.path.clone(),
+            username_field: a.username_field.clone(),
+            success_status: a.status.clone(),
+            set_cookie: opt(&a.set_cookie),
+        });
+    }
     crate::auth::login::LoginSettings {
+        api,
         path: l.path.clone(),
         username_field: l.username_field.clone(),
         password_field: l.password_field.clone(),
@@ -580,7 +617,21 @@ fn validate_session(
                 "set user_agent or path_prefixes, or the class never matches",
             ));
         }
+        let two_factor = match c.two_factor.as_deref() {
+            None | Some("inherit") => None,
+            Some(m) => match crate::auth::two_factor::Mode::parse(m) {
+                Some(crate::auth::two_factor::Mode::Optional) | None => {
+                    issues.push(ConfigIssue::new(
+                        format!("session.class[{i}].two_factor"),
+                        "must be \"inherit\", \"off\", \"required\" or \"outside_trusted\"",
+                    ));
+                    None
+                }
+                m => m,
+            },
+        };
         classes.push(crate::session::rules::ClientClass {
+            two_factor,
             name: c.name.clone(),
             user_agent: c.user_agent.clone(),
             path_prefixes: c.path_prefixes.clone(),
@@ -676,13 +727,81 @@ fn validate_two_factor(
             domains.push((name, m));
         }
     }
+    let mut users = Vec::new();
+    for (i, u) in raw.policy.user.iter().enumerate() {
+        let Some(name) = crate::auth::login::normalise_username(&u.name) else {
+            continue; // reported by validate_service_accounts
+        };
+        match u.two_factor.as_deref().map(Mode::parse) {
+            None => users.push((name, Mode::Off)),
+            Some(Some(m)) => users.push((name, m)),
+            Some(None) => issues.push(ConfigIssue::new(
+                format!("policy.user[{i}].two_factor"),
+                "must be \"off\", \"optional\", \"required\" or \"outside_trusted\"",
+            )),
+        }
+    }
+    if users.iter().any(|(_, m)| *m == Mode::OutsideTrusted) && trusted_networks.is_empty() {
+        issues.push(ConfigIssue::new(
+            "two_factor.trusted_networks",
+            "\"outside_trusted\" needs at least one trusted network",
+        ));
+    }
     TwoFactorSettings {
+        users,
         mode,
         trusted_networks,
         issuer: t.issuer.trim().to_string(),
         domains,
         confirm_password: t.confirm_password,
     }
+}
+
+fn validate_service_accounts(
+    raw: &RawConfig,
+    issues: &mut Vec<ConfigIssue>,
+) -> crate::auth::service::ServiceAccounts {
+    let mut out = Vec::new();
+    for (i, u) in raw.policy.user.iter().enumerate() {
+        let key = format!("policy.user[{i}]");
+        let name = crate::auth::login::normalise_username(&u.name);
+        if name.is_none() {
+            issues.push(ConfigIssue::new(
+                format!("{key}.name"),
+                "not a valid username",
+            ));
+        }
+        if let Some(n) = &name {
+            if out
+                .iter()
+                .any(|a: &crate::auth::service::ServiceAccount| &a.name == n)
+            {
+                issues.push(ConfigIssue::new(format!("{key}.name"), "listed twice"));
+            }
+        }
+        if u.allow.is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("{key}.allow"),
+                "required: the addresses this service account signs in from",
+            ));
+        }
+        let allow = ip_list(&u.allow, &format!("{key}.allow"), issues);
+        let absolute_timeout = u.absolute_timeout.map(|d| d.0);
+        if absolute_timeout.is_some_and(|d| d.is_zero()) {
+            issues.push(ConfigIssue::new(
+                format!("{key}.absolute_timeout"),
+                "must be longer than 0",
+            ));
+        }
+        if let Some(name) = name {
+            out.push(crate::auth::service::ServiceAccount {
+                name,
+                allow,
+                absolute_timeout,
+            });
+        }
+    }
+    crate::auth::service::ServiceAccounts(out)
 }
 
 fn validate_password(

@@ -26,7 +26,12 @@ use tokio_tungstenite::tungstenite::{self, Message};
 pub const USERS: &[(&str, &str)] = &[
     ("alice@example.com", "Alice-pass-1"),
     ("bob@example.com", "Bob-pass-22"),
+    ("crm@example.com", "Crm-pass-333"),
 ];
+
+/// The dashboard's own API key for integrations (`Authorization: Bearer …`),
+/// which it judges itself — as legacy dashboards with API keys do.
+pub const API_TOKEN: &str = "pbx-demo-api-token";
 
 /// Name of the large streamed recording.
 pub const BIG_RECORDING: &str = "big-meeting.wav";
@@ -121,6 +126,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     match (req.method().clone(), path.as_str(), user) {
         (Method::GET, "/login", _) => html(StatusCode::OK, pages::login(None)),
         (Method::POST, "/login", _) => login(&state, req).await,
+        (Method::POST, "/api/login", _) => api_login(&state, req).await,
         (_, "/logout", _) => logout(&state, &req),
         (Method::GET, "/static/pbx.css", _) => {
             let mut r = Response::new(proxy::full(pages::CSS));
@@ -128,6 +134,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
             r
         }
+        (Method::GET, "/api/status", None) if bearer(&req) == Some(API_TOKEN) => json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "active_calls": 3, "user": "api-key"}).to_string(),
+        ),
         (Method::GET, "/api/status", None) => json(
             StatusCode::UNAUTHORIZED,
             r#"{"error":"not logged in"}"#.into(),
@@ -192,6 +202,49 @@ async fn login(state: &State, req: Request<Incoming>) -> Response<Body> {
         HeaderValue::from_static("pbx_lang=en; Path=/"),
     );
     r
+}
+
+/// The apps' login: `{"username": …, "password": …}` → JSON and a session cookie.
+async fn api_login(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let limited = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+    let bytes = limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let user = body["username"].as_str().map(|u| u.trim().to_lowercase());
+    let pass = body["password"].as_str();
+    let ok = match (&user, pass) {
+        (Some(u), Some(p)) => lock(&state.passwords).get(u).map(String::as_str) == Some(p),
+        _ => false,
+    };
+    let Some(user) = user.filter(|_| ok) else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"invalid credentials"}"#.into(),
+        );
+    };
+    let mut raw = [0u8; 16];
+    rand::rng().fill_bytes(&mut raw);
+    let sid = hex::encode(raw);
+    lock(&state.sessions).insert(sid.clone(), user.clone());
+    let mut r = json(
+        StatusCode::OK,
+        serde_json::json!({"ok": true, "user": user}).to_string(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("PBXSESSID={sid}; Path=/; HttpOnly")) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
 }
 
 fn logout(state: &State, req: &Request<Incoming>) -> Response<Body> {

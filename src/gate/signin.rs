@@ -23,8 +23,13 @@ impl Gate {
             bytes,
             content_type,
         } = FormBody::read(req, &settings.server.limits).await?;
-        let user = login::field(&content_type, &bytes, &settings.login.username_field)
-            .and_then(|u| login::normalise_username(&u));
+        let user = login::field(
+            &content_type,
+            &bytes,
+            settings.login.username_field_for(&facts.path),
+        )
+        .and_then(|u| login::normalise_username(&u));
+        let api_login = settings.login.api_login(&facts.path).is_some();
         let ip = facts.client.to_string();
         // The browser's, not the dashboard answer's: it classifies the session.
         let user_agent = headers_user_agent(&parts.headers);
@@ -73,8 +78,28 @@ impl Gate {
                     crate::incidents::history::LoginResult::Locked,
                 )
                 .await;
+                if api_login || is_machine(&parts.headers) {
+                    return Ok(json_error(StatusCode::TOO_MANY_REQUESTS, "locked"));
+                }
                 return Ok(pages::locked(brand));
             }
+        }
+
+        // A service account signs in from its own addresses only; the
+        // dashboard never sees the attempt from anywhere else.
+        if !settings.service_accounts.admits(&user, facts.client.addr()) {
+            let mut e = audit("login_refused");
+            e.reason = Some("service_account_address");
+            e.emit();
+            self.note_attempt(
+                live,
+                facts,
+                &user,
+                &user_agent,
+                crate::incidents::history::LoginResult::RefusedByArea,
+            )
+            .await;
+            return Ok(json_error(StatusCode::FORBIDDEN, "address_not_allowed"));
         }
 
         let prior_vault = prior
@@ -99,7 +124,7 @@ impl Gate {
         let (names, _) = answer_vault.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
         self.vaulted.learn(names.iter().map(String::as_str));
 
-        if !settings.login.succeeded(status, &headers) {
+        if !settings.login.succeeded_at(&facts.path, status, &headers) {
             audit("login_failed").emit();
             self.note_attempt(
                 live,
@@ -133,12 +158,40 @@ impl Gate {
             .is_enrolled(&user)
             .await
             .map_err(|_| GateError::StoreUnavailable)?;
-        let mode = settings
-            .two_factor
-            .mode_for(&user, profile.two_factor_required);
-        let step = settings
-            .two_factor
-            .next_step(mode, enrolled, facts.client.addr());
+        // The area's rule, then the client class's, then the user's.
+        let service = settings.service_accounts.get(&user);
+        let class = match service {
+            Some(_) => crate::auth::service::SERVICE_CLASS.to_string(),
+            None => live.sessions.rules.classify(&user_agent, &facts.path),
+        };
+        let area_rule = settings
+            .access
+            .area(&facts.area)
+            .map(|a| a.two_factor)
+            .unwrap_or_default();
+        let tfs = &settings.two_factor;
+        let user_mode = tfs.mode_for(&user, profile.two_factor_required);
+        let class_mode = live.sessions.rules.class_two_factor(&class);
+        let mode = tfs.mode_in(area_rule, class_mode, user_mode);
+        let step = tfs.next_step(mode, enrolled, facts.client.addr());
+        // Skipped only because this area says "off"? Then the session is
+        // good only in areas that say so too (another host may ask for it).
+        let two_factor_waived_by_area = step.is_none()
+            && tfs
+                .next_step(
+                    tfs.mode_in(crate::access::AreaTwoFactor::Inherit, class_mode, user_mode),
+                    enrolled,
+                    facts.client.addr(),
+                )
+                .is_some();
+        if api_login && step == Some(SecondFactor::Enroll) {
+            // An app cannot show the enrollment page: enroll in a browser first.
+            audit("login_enroll_required").emit();
+            return Ok(json_error(
+                StatusCode::FORBIDDEN,
+                "two_factor_enrollment_required",
+            ));
+        }
         if step.is_none() {
             live.lockout
                 .record_success(&user)
@@ -183,7 +236,7 @@ impl Gate {
             },
             created_ms: facts.now_ms,
             last_seen_ms: facts.now_ms,
-            class: live.sessions.rules.classify(&user_agent, &facts.path),
+            class,
             client_ip: ip.clone(),
             country: facts.country.map(|c| c.to_string()),
             user_agent,
@@ -194,6 +247,12 @@ impl Gate {
             pending_seed: None,
             two_factor_passed: false,
             password_expired,
+            area: facts.area.clone(),
+            two_factor_waived_by_area,
+            lifetime_ms: service
+                .and_then(|a| a.absolute_timeout)
+                .map(|d| d.as_millis() as u64),
+            api_challenge: api_login && step.is_some(),
         };
         let (id, session) = live
             .sessions
@@ -206,6 +265,23 @@ impl Gate {
             let mut e = audit("login_password_ok");
             e.session = Some(gh_cookie::short_ref(&session.digest));
             e.emit();
+            if api_login {
+                // A JSON client gets the challenge id in the body instead of
+                // a cookie and a page (docs/api.md); the dashboard's answer
+                // and its cookies stay in the vault until the code is right.
+                let body = serde_json::json!({
+                    "two_factor_required": true,
+                    "challenge": id.as_cookie_value(),
+                });
+                let mut r = Response::new(proxy::full(body.to_string()));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return Ok(r);
+            }
             let to = match step {
                 SecondFactor::Challenge => own_pages::CHALLENGE,
                 SecondFactor::Enroll => own_pages::ENROLL,
@@ -250,9 +326,10 @@ impl Gate {
         Ok(resp)
     }
 
-    /// 6c. Without a signed-in session: public paths pass (their HttpOnly
-    /// cookies kept server-side in a pre-login session), everything else goes
-    /// to the dashboard's login.
+    /// 6c. Without a signed-in session: public paths and areas that need no
+    /// session (`open_area`) pass (their HttpOnly cookies kept server-side in
+    /// a pre-login session), everything else goes to the dashboard's login.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn anonymous(
         &self,
         live: &Arc<Live>,
@@ -260,6 +337,7 @@ impl Gate {
         target: PathAndQuery,
         facts: &mut Facts,
         prior: Option<Session>,
+        open_area: bool,
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let login = &live.settings.login;
@@ -267,7 +345,7 @@ impl Gate {
         if proxy::headers::upgrade_protocol(req.headers()).is_some() {
             return Err(GateError::Unauthorized);
         }
-        if !login.is_anonymous(&facts.path) {
+        if !open_area && !login.is_anonymous(&facts.path) {
             return Ok(self.to_sign_in(live, &req, facts));
         }
         let (mut parts, body) = req.into_parts();
@@ -333,6 +411,10 @@ impl Gate {
                     pending_seed: None,
                     two_factor_passed: false,
                     password_expired: false,
+                    area: facts.area.clone(),
+                    two_factor_waived_by_area: false,
+                    lifetime_ms: None,
+                    api_challenge: false,
                 };
                 let (id, _) = live
                     .sessions
@@ -354,15 +436,9 @@ impl Gate {
         req: &Request<Body>,
         facts: &Facts,
     ) -> Response<Body> {
-        if wants_json(req.headers()) {
-            let mut r = Response::new(proxy::full(r#"{"error":"authentication_required"}"#));
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            h.insert(
+        if is_machine(req.headers()) {
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "authentication_required");
+            r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Cookie realm=\"gatehouse\""),
             );
@@ -464,7 +540,36 @@ pub(super) fn is_navigation(h: &HeaderMap) -> bool {
     }
 }
 
-pub(super) fn wants_json(h: &HeaderMap) -> bool {
+/// A client that is no browser page load: it asked for JSON (not HTML), or
+/// is a script's request (`X-Requested-With`). It gets JSON answers, never a
+/// page or a redirect to a form. (A client that states no Accept at all
+/// keeps getting the redirect, as before: it is harmless to a script.)
+pub(crate) fn is_machine(h: &HeaderMap) -> bool {
+    if wants_json(h) {
+        return true;
+    }
+    let accept = h
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !accept.contains("text/html") && !is_navigation(h) && h.contains_key("x-requested-with")
+}
+
+/// A small JSON error answer `{"error": code}`.
+pub(crate) fn json_error(status: StatusCode, code: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code }).to_string();
+    let mut r = Response::new(proxy::full(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(crate) fn wants_json(h: &HeaderMap) -> bool {
     let accept = h
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

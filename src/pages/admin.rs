@@ -104,14 +104,24 @@ pub fn home(
     f.page("Administration", &body)
 }
 
-pub fn sessions(f: &Frame<'_>, sessions: &[SessionView], filter: &str) -> Response<Body> {
+pub fn sessions(
+    f: &Frame<'_>,
+    sessions: &[SessionView],
+    filter: &str,
+    class: &str,
+) -> Response<Body> {
     let rows: String = sessions
         .iter()
         .map(|s| {
             format!(
-                "<li><span class=\"mono\">{}</span> · {} · {} · {} · {} · since {} {} {}</li>",
+                "<li><span class=\"mono\">{}</span> · {}{} · {} · <span class=\"class\">{}</span> · {} · since {} {} {}</li>",
                 esc(&s.reference),
                 esc(&s.user),
+                if s.service_account {
+                    " <strong class=\"service-account\">(service account)</strong>"
+                } else {
+                    ""
+                },
                 esc(&s.state),
                 esc(&s.class),
                 esc(&s.client_ip),
@@ -131,9 +141,21 @@ pub fn sessions(f: &Frame<'_>, sessions: &[SessionView], filter: &str) -> Respon
             )
         })
         .collect();
+    let options: String = ["", "web", "mobile", "desktop", "service"]
+        .iter()
+        .map(|c| {
+            format!(
+                "<option value=\"{c}\"{}>{}</option>",
+                if *c == class { " selected" } else { "" },
+                if c.is_empty() { "all" } else { c }
+            )
+        })
+        .collect();
     let body = format!(
         "<form method=\"get\" action=\"{}/sessions\"><label for=\"user\">User</label>\
-         <input id=\"user\" name=\"user\" value=\"{}\"><button type=\"submit\">Filter</button></form>\
+         <input id=\"user\" name=\"user\" value=\"{}\">\
+         <label for=\"class\">Client</label><select id=\"class\" name=\"class\">{options}</select>\
+         <button type=\"submit\">Filter</button></form>\
          <ul id=\"sessions\">{rows}</ul>",
         esc(f.base),
         esc(filter)
@@ -147,8 +169,13 @@ pub fn users(f: &Frame<'_>, users: &[UserView]) -> Response<Body> {
         .map(|u| {
             let id = u.user.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
             format!(
-                "<li><strong>{}</strong> · 2FA {} ({}) · {} · last sign-in {} {}{}{}{}</li>",
+                "<li><strong>{}</strong>{} · 2FA {} ({}) · {} · last sign-in {} {}{}{}{}</li>",
                 esc(&u.user),
+                if u.service_account {
+                    " <strong class=\"service-account\">(service account)</strong>"
+                } else {
+                    ""
+                },
                 if u.two_factor_enrolled { "on" } else { "off" },
                 esc(&u.two_factor_mode),
                 if u.locked { "locked" } else { "not locked" },

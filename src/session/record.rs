@@ -65,7 +65,7 @@ pub struct SessionRecord {
     pub state: SessionState,
     pub created_ms: u64,
     pub last_seen_ms: u64,
-    /// "web", "mobile" or "desktop".
+    /// "web", "mobile", "desktop" or "service".
     pub class: String,
     pub client_ip: String,
     pub country: Option<String>,
@@ -88,6 +88,20 @@ pub struct SessionRecord {
     /// The password had expired at sign-in (and was not changed since).
     #[serde(default)]
     pub password_expired: bool,
+    /// The access area the sign-in was made in.
+    #[serde(default)]
+    pub area: String,
+    /// The challenge was skipped only because that area's own rule said
+    /// "off": the session is then good only in areas that say "off" too.
+    #[serde(default)]
+    pub two_factor_waived_by_area: bool,
+    /// The session's own absolute lifetime (service accounts); `None` = its class's.
+    #[serde(default)]
+    pub lifetime_ms: Option<u64>,
+    /// Waiting for a code posted to `/.gatehouse/api/2fa` (a JSON login):
+    /// the id was handed out as a challenge, never as a cookie.
+    #[serde(default)]
+    pub api_challenge: bool,
 }
 
 impl SessionRecord {

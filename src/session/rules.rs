@@ -21,6 +21,8 @@ pub struct ClientClass {
     pub user_agent: Vec<String>,
     pub path_prefixes: Vec<String>,
     pub expire_after: Option<Duration>,
+    /// The class's second-factor rule; `None` = the user's.
+    pub two_factor: Option<crate::auth::two_factor::Mode>,
 }
 
 /// How long a pre-sign-in (anonymous) or 2FA-pending session may live.
@@ -39,6 +41,21 @@ pub enum Verdict {
 }
 
 impl SessionRules {
+    /// The second-factor rule of `class`, if it has its own.
+    pub fn class_two_factor(&self, class: &str) -> Option<crate::auth::two_factor::Mode> {
+        self.classes
+            .iter()
+            .find(|c| c.name == class)
+            .and_then(|c| c.two_factor)
+    }
+
+    /// The absolute lifetime of this session: its own (service accounts),
+    /// else its class's.
+    pub fn lifetime_of(&self, rec: &SessionRecord) -> Duration {
+        rec.lifetime_ms
+            .map_or_else(|| self.lifetime(&rec.class), Duration::from_millis)
+    }
+
     /// The absolute lifetime of a session of `class`.
     pub fn lifetime(&self, class: &str) -> Duration {
         self.classes
@@ -70,7 +87,7 @@ impl SessionRules {
         }
         let age = Duration::from_millis(now_ms.saturating_sub(rec.created_ms));
         let lifetime = match rec.state {
-            SessionState::Active => self.lifetime(&rec.class),
+            SessionState::Active => self.lifetime_of(rec),
             _ => PENDING_LIFETIME.min(self.absolute_timeout),
         };
         if age >= lifetime {
@@ -94,7 +111,7 @@ impl SessionRules {
     /// Time the store should keep a record: the rest of its lifetime.
     pub fn ttl(&self, rec: &SessionRecord, now_ms: u64) -> Duration {
         let lifetime = match rec.state {
-            SessionState::Active => self.lifetime(&rec.class),
+            SessionState::Active => self.lifetime_of(rec),
             SessionState::Ended(_) => return TOMBSTONE_LIFETIME,
             _ => PENDING_LIFETIME.min(self.absolute_timeout),
         };
@@ -119,6 +136,7 @@ mod tests {
                 user_agent: vec!["PBXMobile".into()],
                 path_prefixes: vec![],
                 expire_after: Some(Duration::from_secs(1000)),
+                two_factor: None,
             }],
         }
     }
@@ -140,6 +158,10 @@ mod tests {
             pending_seed: None,
             two_factor_passed: false,
             password_expired: false,
+            area: String::new(),
+            two_factor_waived_by_area: false,
+            lifetime_ms: None,
+            api_challenge: false,
         }
     }
 
