@@ -37,7 +37,7 @@ async fn admin_cli_lists_revokes_logs_out_unlocks_and_requires_two_factor() {
     let up = Recorder::start().await;
     let config = Config::default()
         .store(&redis.url())
-        .rest("[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]");
+        .rest("[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]\n[[session.class]]\nname = \"mobile\"\nuser_agent = [\"PBXMobile/\"]");
     let gw = TestGateway::start(&config, &up.url()).await;
     let cli_dir = TestDir::new();
     let file = cli_dir.write_config(&config, &up.url(), "127.0.0.1:0");
@@ -51,6 +51,26 @@ async fn admin_cli_lists_revokes_logs_out_unlocks_and_requires_two_factor() {
         .expect("alice");
     let bob =
         session_cookie(&send(login_post("bob@example.com", PASSWORD, "", &[])).await).expect("bob");
+    // A third session from the mobile app: listed with its class, and the
+    // class filters the list.
+    send(login_post(
+        "frank@example.com",
+        PASSWORD,
+        "",
+        &[("user-agent", "PBXMobile/3.1 (Android 14)")],
+    ))
+    .await;
+    let mobile = cli(&file, &["sessions", "list", "--class", "mobile"]);
+    let mobile_users: Vec<&str> = mobile
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["user"].as_str())
+        .collect();
+    assert_eq!(mobile_users, ["frank@example.com"], "{mobile}");
+    assert_eq!(mobile[0]["class"], "mobile", "{mobile}");
+    let web = cli(&file, &["sessions", "list", "--class", "web"]);
+    assert_eq!(web.as_array().map(Vec::len), Some(2), "{web}");
     let list = cli(&file, &["sessions", "list"]);
     let users: Vec<&str> = list
         .as_array()
