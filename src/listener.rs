@@ -290,7 +290,10 @@ const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
 const V2_MAX_EXTRA: usize = 512;
 
-async fn read_proxy_header(tcp: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// Read exactly one PROXY header (v1 line or v2 block) and nothing after it:
+/// the bytes that follow belong to the TLS handshake. Generic over the reader
+/// so the framing can be fuzzed without a socket.
+pub async fn read_proxy_header<R: AsyncRead + Unpin>(tcp: &mut R) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 16];
     tcp.read_exact(&mut buf[..6]).await?;
     if &buf[..6] == b"PROXY " {
@@ -317,7 +320,9 @@ async fn read_proxy_header(tcp: &mut TcpStream) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub(crate) fn parse_proxy_header(bytes: &[u8]) -> io::Result<ClientIp> {
+/// The client address stated in a complete PROXY header (as read by
+/// [`read_proxy_header`]); IPv4-mapped IPv6 sources are IPv4.
+pub fn parse_proxy_header(bytes: &[u8]) -> io::Result<ClientIp> {
     use ppp::{v1, v2, HeaderResult};
     let bad = |what: &str| io::Error::other(format!("invalid PROXY header: {what}"));
     match HeaderResult::parse(bytes) {

@@ -106,6 +106,11 @@ impl Vault {
                 .retain(|v| !(v.name == c.name && v.path == c.path));
             self.cookies.push(c);
         }
+        // The cap holds for merged vaults too; otherwise a vault over it could
+        // never take a new value again (`absorb` would drop every update).
+        // The newer cookies sit at the end and are the ones kept.
+        let excess = self.cookies.len().saturating_sub(MAX_COOKIES);
+        self.cookies.drain(..excess);
         self
     }
 }
@@ -197,7 +202,9 @@ fn expiry_ms(c: &cookie::Cookie<'_>, now_ms: u64) -> Option<u64> {
         return Some(if secs <= 0 {
             0
         } else {
-            now_ms.saturating_add(secs as u64 * 1000)
+            // Saturating: `Max-Age=18446744073709552` would otherwise wrap
+            // to a few milliseconds (and an empty Max-Age parses as i64::MAX).
+            now_ms.saturating_add((secs as u64).saturating_mul(1000))
         });
     }
     c.expires_datetime().map(|t| {
@@ -245,6 +252,37 @@ mod tests {
         let mut del = set_cookies(&["A=; Path=/admin; Max-Age=0; HttpOnly"]);
         v.absorb(&mut del, "/", 2_000);
         assert_eq!(v.pairs_for("/admin/x", 2_000), vec![("B", "2")]);
+    }
+
+    #[test]
+    fn huge_max_age_keeps_the_cookie_instead_of_overflowing() {
+        // Found by the vault_merge fuzz target: seconds * 1000 overflowed
+        // (a panic in debug builds, an expiry a few ms away in release).
+        let mut v = Vault::default();
+        let mut h = set_cookies(&[
+            "A=1; Path=/; HttpOnly; Max-Age=18446744073709552",
+            "B=2; Path=/; HttpOnly; Max-Age=",
+        ]);
+        v.absorb(&mut h, "/", 1_000);
+        let hour_later = 1_000 + 3_600_000;
+        assert_eq!(v.pairs_for("/", hour_later), vec![("A", "1"), ("B", "2")]);
+    }
+
+    #[test]
+    fn merged_vault_keeps_the_cap_and_every_newer_cookie() {
+        // Found by the vault_merge fuzz target: 30 + 30 cookies merged into 60.
+        let fill = |prefix: &str| {
+            let values: Vec<String> = (0..30)
+                .map(|i| format!("{prefix}{i}=1; Path=/; HttpOnly"))
+                .collect();
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let mut v = Vault::default();
+            v.absorb(&mut set_cookies(&values), "/", 0);
+            v
+        };
+        let merged = fill("old").merged(fill("new"));
+        assert_eq!(merged.names().count(), MAX_COOKIES);
+        assert_eq!(merged.names().filter(|n| n.starts_with("new")).count(), 30);
     }
 
     #[test]
