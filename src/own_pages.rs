@@ -177,28 +177,7 @@ async fn challenge_submit(
             complete_sign_in(ctx, s, &user).await
         }
         CodeCheck::Refused(e) => {
-            let mut ev = ctx.audit("two_factor_failed", &user, &s);
-            ev.reason = Some(refusal(e));
-            ev.emit();
-            let rec = crate::incidents::history::LoginRecord {
-                ts_ms: ctx.now_ms,
-                user: user.clone(),
-                ip: ip.clone(),
-                country: s.record.country.clone().unwrap_or_else(|| "unknown".into()),
-                user_agent: s.record.user_agent.clone(),
-                result: crate::incidents::history::LoginResult::BadCode,
-            };
-            if let Err(e) = ctx.live.incidents.record(rec).await {
-                tracing::warn!(error = %e, "cannot record the sign-in attempt");
-            }
-            if ctx
-                .live
-                .lockout
-                .record_failure(&user, &ip)
-                .await
-                .map_err(store)?
-            {
-                ctx.audit("user_locked", &user, &s).emit();
+            if wrong_code(ctx, &s, &user, &ip, e).await? {
                 return locked_out(ctx, &s, &user).await;
             }
             challenge_page(
@@ -314,33 +293,48 @@ async fn api_challenge_submit(
             Ok(r)
         }
         CodeCheck::Refused(e) => {
-            let mut ev = ctx.audit("two_factor_failed", &user, &s);
-            ev.reason = Some(refusal(e));
-            ev.emit();
-            let rec = crate::incidents::history::LoginRecord {
-                ts_ms: ctx.now_ms,
-                user: user.clone(),
-                ip: ip.clone(),
-                country: s.record.country.clone().unwrap_or_else(|| "unknown".into()),
-                user_agent: s.record.user_agent.clone(),
-                result: crate::incidents::history::LoginResult::BadCode,
-            };
-            if let Err(e) = ctx.live.incidents.record(rec).await {
-                tracing::warn!(error = %e, "cannot record the sign-in attempt");
-            }
-            if ctx
-                .live
-                .lockout
-                .record_failure(&user, &ip)
-                .await
-                .map_err(store)?
-            {
-                ctx.audit("user_locked", &user, &s).emit();
+            if wrong_code(ctx, &s, &user, &ip, e).await? {
                 return api_locked_out(ctx, &s, &user).await;
             }
             Ok(json_error(StatusCode::UNAUTHORIZED, "wrong_code"))
         }
     }
+}
+
+/// A refused code, from the page or the JSON step alike: audited, in the
+/// user's sign-in history, and counted towards the shared lockout.
+/// `true` = this failure locked the user.
+async fn wrong_code(
+    ctx: &Ctx<'_>,
+    s: &Session,
+    user: &str,
+    ip: &str,
+    e: TotpError,
+) -> Result<bool, GateError> {
+    let mut ev = ctx.audit("two_factor_failed", user, s);
+    ev.reason = Some(refusal(e));
+    ev.emit();
+    let rec = crate::incidents::history::LoginRecord {
+        ts_ms: ctx.now_ms,
+        user: user.to_string(),
+        ip: ip.to_string(),
+        country: s.record.country.clone().unwrap_or_else(|| "unknown".into()),
+        user_agent: s.record.user_agent.clone(),
+        result: crate::incidents::history::LoginResult::BadCode,
+    };
+    if let Err(e) = ctx.live.incidents.record(rec).await {
+        tracing::warn!(error = %e, "cannot record the sign-in attempt");
+    }
+    let locked = ctx
+        .live
+        .lockout
+        .record_failure(user, ip)
+        .await
+        .map_err(store)?;
+    if locked {
+        ctx.audit("user_locked", user, s).emit();
+    }
+    Ok(locked)
 }
 
 async fn api_locked_out(
