@@ -85,7 +85,7 @@ impl Event<'_> {
     }
 }
 
-/// Non-ASCII characters of a JSON text as `\uXXXX` escapes. Outside strings
+/// Non-ASCII characters of a JSON text as `\u` escapes (UTF-16, four hex digits each). Outside strings
 /// JSON is ASCII already, so the result is the same JSON value.
 fn ascii_only(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
