@@ -262,12 +262,9 @@ impl Gate {
                     content_type,
                 }) = FormBody::read(req, &settings.server.limits).await
                 {
-                    let user = login::field(
-                        &content_type,
-                        &bytes,
-                        settings.login.username_field_for(&facts.path),
-                    )
-                    .and_then(|u| login::normalise_username(&u));
+                    let user = settings
+                        .login
+                        .attempt_user(&facts.path, &content_type, &bytes);
                     if let Some(user) = user {
                         let agent = headers_user_agent(&parts.headers);
                         self.note_attempt(

@@ -383,10 +383,11 @@ async fn dashboard_accepts(ctx: &Ctx<'_>, user: &str, password: &str) -> Result<
         }
         ("application/json", doc.to_string())
     } else {
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair(&login.username_field, user)
-            .append_pair(&login.password_field, password)
-            .finish();
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        if login.fixed_username.is_none() {
+            form.append_pair(&login.username_field, user);
+        }
+        let body = form.append_pair(&login.password_field, password).finish();
         ("application/x-www-form-urlencoded", body)
     };
     let req = Request::post(login.path.as_str())

@@ -111,6 +111,8 @@ on_both_stores!(
     open_redirects_in_return_to_land_on_root,
     return_to_brings_the_user_back_where_they_were_going,
     locked_known_and_unknown_users_get_identical_answers,
+    a_password_only_login_form_counts_every_attempt_as_its_fixed_user,
+    a_post_to_the_login_path_without_credentials_is_a_signed_in_request,
 );
 
 async fn sign_in_gives_a_gatehouse_session_and_the_dashboard_cookie_stays_in_the_vault(b: Backend) {
@@ -476,4 +478,104 @@ async fn locked_known_and_unknown_users_get_identical_answers(b: Backend) {
         v
     };
     assert_eq!(names(&known), names(&unknown));
+}
+
+fn password_only(
+    pass: &str,
+    claimed_user: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("password", pass)
+        .append_pair("username", claimed_user)
+        .finish();
+    http::Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(form)))
+        .expect("request")
+}
+
+async fn a_password_only_login_form_counts_every_attempt_as_its_fixed_user(b: Backend) {
+    let s = Scenario::start(
+        b,
+        "fixed_username = \"jupyter\"\nusername_field = \"\"\n[lockout]\nlock_for = \"1h\"",
+    )
+    .await;
+    // Whatever name a client adds to the form, the attempts are the one
+    // user's: five wrong passwords lock it.
+    for i in 0..5 {
+        let r = s.send(password_only("wrong", &format!("user{i}"))).await;
+        assert_eq!(r.status, StatusCode::OK, "attempt {i}");
+    }
+    s.up.clear();
+    let sixth = s.send(password_only(PASSWORD, "someone-else")).await;
+    assert_eq!(sixth.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        s.up.seen().is_empty(),
+        "a locked login reached the dashboard"
+    );
+}
+
+async fn a_post_to_the_login_path_without_credentials_is_a_signed_in_request(b: Backend) {
+    // Single-page apps POST to their login path to ask who is signed in.
+    let s = Scenario::start(b, "").await;
+    let cookie = s.sign_in("alice@example.com").await;
+    s.up.clear();
+    let req = http::Request::post("/login")
+        .header("content-type", "application/json")
+        .header("cookie", cookie.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"passive": true}"#,
+        )))
+        .expect("request");
+    let resp = s.send(req).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert!(
+        s.upstream_cookie().contains("APPSESSION="),
+        "the vault did not ride along: {:?}",
+        s.upstream_cookie()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_less_login_post_waiting_for_the_second_factor_gets_no_vault() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(&Config::default(), &up.url()).await;
+    let client = gw.client();
+    let login = client
+        .send(
+            gw.addr(),
+            Version::HTTP_11,
+            login_post("alice@example.com", PASSWORD, "", &[]),
+        )
+        .await;
+    assert_eq!(
+        login.status,
+        StatusCode::SEE_OTHER,
+        "2FA enrollment is next"
+    );
+    let cookie = session_cookie(&login).expect("a pending session");
+    up.clear();
+    let req = http::Request::post("/login")
+        .header("content-type", "application/json")
+        .header("cookie", cookie.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"passive": true}"#,
+        )))
+        .expect("request");
+    let resp = client.send(gw.addr(), Version::HTTP_11, req).await;
+    let seen = up.last().expect("forwarded");
+    let sent = seen
+        .headers
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !sent.contains("APPSESSION"),
+        "the signed-in dashboard cookie went out before the second factor: {sent}"
+    );
+    assert!(
+        !set_cookie_names(&resp).contains(&"APPSESSION".to_string()),
+        "HttpOnly cookies of the answer reached the browser"
+    );
 }

@@ -8,6 +8,8 @@ use http::{header, HeaderMap, Method, StatusCode};
 pub struct LoginSettings {
     pub path: String,
     pub username_field: String,
+    /// `login.fixed_username`: the one user of a password-only login form.
+    pub fixed_username: Option<String>,
     pub password_field: String,
     pub success_status: Vec<u16>,
     pub location_not: Option<String>,
@@ -52,6 +54,18 @@ impl LoginSettings {
     pub fn username_field_for(&self, path: &str) -> &str {
         self.api_login(path)
             .map_or(self.username_field.as_str(), |a| a.username_field.as_str())
+    }
+
+    /// Whose login attempt a POST to the login at `path` is, normalised; None
+    /// when the body names nobody. A password-only form (single-user
+    /// dashboards) always names `fixed_username`; JSON logins (`[[login.api]]`)
+    /// always name their own user.
+    pub fn attempt_user(&self, path: &str, content_type: &str, body: &[u8]) -> Option<String> {
+        if let (None, Some(fixed)) = (self.api_login(path), &self.fixed_username) {
+            return Some(fixed.clone());
+        }
+        field(content_type, body, self.username_field_for(path))
+            .and_then(|u| normalise_username(&u))
     }
 
     /// Did the dashboard accept the password at the login `path`?
@@ -240,6 +254,7 @@ mod tests {
         LoginSettings {
             path: "/login".into(),
             username_field: "username".into(),
+            fixed_username: None,
             password_field: "password".into(),
             success_status: vec![302, 303],
             location_not: Some("/login".into()),
@@ -254,6 +269,29 @@ mod tests {
                 set_cookie: Some("PBXSESSID".into()),
             }],
         }
+    }
+
+    #[test]
+    fn a_password_only_form_is_always_the_fixed_users_attempt() {
+        let mut s = settings();
+        s.fixed_username = Some("jupyter".into());
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(
+            s.attempt_user("/login", form, b"password=x&username=mallory")
+                .as_deref(),
+            Some("jupyter"),
+            "a username sent along must not pick another user's lockout and 2FA"
+        );
+        assert_eq!(
+            s.attempt_user("/login", form, b"password=x").as_deref(),
+            Some("jupyter")
+        );
+        // JSON logins keep naming their own users.
+        assert_eq!(
+            s.attempt_user("/api/login", "application/json", br#"{"username":"Bob"}"#)
+                .as_deref(),
+            Some("bob")
+        );
     }
 
     #[test]

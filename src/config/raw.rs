@@ -227,6 +227,11 @@ pub struct RawLogin {
     /// Field holding the username: a form field name, or a JSON pointer
     /// (starting with "/", e.g. "/user/name") for JSON logins.
     pub username_field: String,
+    /// For a dashboard whose login form has only a password (single-user
+    /// appliances, Jupyter): every login attempt at `path` counts as this
+    /// user (lockout, 2FA, sessions) and `username_field` is not read.
+    /// Empty = the form names its user.
+    pub fixed_username: String,
     /// Field holding the password (form field or JSON pointer). Only read to
     /// re-check a password during 2FA enrollment; never stored or logged.
     pub password_field: String,
@@ -276,6 +281,7 @@ impl Default for RawLogin {
         Self {
             path: "/login".into(),
             username_field: "username".into(),
+            fixed_username: String::new(),
             password_field: "password".into(),
             success: RawLoginSuccess::default(),
             logout_paths: vec!["/logout".into()],

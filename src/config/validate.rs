@@ -516,13 +516,30 @@ fn validate_login(
             ));
         }
     }
-    for (key, v) in [
-        ("login.username_field", &l.username_field),
-        ("login.password_field", &l.password_field),
-    ] {
-        if v.trim().is_empty() {
-            issues.push(ConfigIssue::new(key, "must not be empty"));
+    let fixed_username = match l.fixed_username.trim() {
+        "" => None,
+        raw => {
+            let user = crate::auth::login::normalise_username(raw);
+            if user.is_none() {
+                issues.push(ConfigIssue::new(
+                    "login.fixed_username",
+                    "not a usable username (control characters or over 256 bytes)",
+                ));
+            }
+            user
         }
+    };
+    if l.username_field.trim().is_empty() && fixed_username.is_none() {
+        issues.push(ConfigIssue::new(
+            "login.username_field",
+            "must not be empty (for a password-only form set login.fixed_username)",
+        ));
+    }
+    if l.password_field.trim().is_empty() {
+        issues.push(ConfigIssue::new(
+            "login.password_field",
+            "must not be empty",
+        ));
     }
     if l.success.status.is_empty() {
         issues.push(ConfigIssue::new(
@@ -575,6 +592,7 @@ fn validate_login(
         api,
         path: l.path.clone(),
         username_field: l.username_field.clone(),
+        fixed_username,
         password_field: l.password_field.clone(),
         success_status: l.success.status.clone(),
         location_not: opt(&l.success.location_not),

@@ -23,20 +23,40 @@ impl Gate {
             bytes,
             content_type,
         } = FormBody::read(req, &settings.server.limits).await?;
-        let user = login::field(
-            &content_type,
-            &bytes,
-            settings.login.username_field_for(&facts.path),
-        )
-        .and_then(|u| login::normalise_username(&u));
+        let user = settings
+            .login
+            .attempt_user(&facts.path, &content_type, &bytes);
         let api_login = settings.login.api_login(&facts.path).is_some();
         let ip = facts.client.to_string();
         // The browser's, not the dashboard answer's: it classifies the session.
         let user_agent = headers_user_agent(&parts.headers);
         let Some(user) = user else {
             // No username, nothing to count or lock: the dashboard answers
-            // its own form error, and no session can come of it.
-            let prior_vault = prior.as_ref().map(|p| p.record.vault.clone());
+            // its own form error, and no session can come of it. Single-page
+            // apps also POST here to ask "who is signed in?" (no credentials):
+            // a signed-in session's vault rides along and keeps what the
+            // answer refreshes; a session still waiting for its second factor
+            // sends none (its vault holds a signed-in dashboard session).
+            let area_rule = settings
+                .access
+                .area(&facts.area)
+                .map(|a| a.two_factor)
+                .unwrap_or_default();
+            let mut session = prior.filter(|p| match p.record.state {
+                SessionState::Anonymous => true,
+                // As every signed-in request: good in this area only if its
+                // second factor was passed or is not asked for here.
+                SessionState::Active => {
+                    p.record.two_factor_passed
+                        || settings.two_factor.admits_without_code(
+                            area_rule,
+                            p.record.two_factor_waived_by_area,
+                            facts.client.addr(),
+                        )
+                }
+                _ => false,
+            });
+            let prior_vault = session.as_ref().map(|p| p.record.vault.clone());
             let mut resp = self
                 .forward(
                     live,
@@ -49,7 +69,22 @@ impl Gate {
                     upstream_time,
                 )
                 .await?;
-            strip_http_only(resp.headers_mut());
+            match session.as_mut() {
+                Some(s) => {
+                    let (names, changed) =
+                        s.record
+                            .vault
+                            .absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+                    self.vaulted.learn(names.iter().map(String::as_str));
+                    if changed {
+                        live.sessions
+                            .save(s, facts.now_ms)
+                            .await
+                            .map_err(store_down)?;
+                    }
+                }
+                None => strip_http_only(resp.headers_mut()),
+            }
             return Ok(resp);
         };
         facts.user = Some(user.clone());
