@@ -15,6 +15,7 @@ pub mod gate;
 pub mod h2_flood;
 pub mod incidents;
 pub mod listener;
+pub mod login_probe;
 pub mod metrics;
 pub mod own_pages;
 pub mod pages;
