@@ -53,6 +53,21 @@ enum Command {
         #[arg(long)]
         client_ip: Option<std::net::IpAddr>,
     },
+    /// Fetch a dashboard's login page and print a commented [login] section
+    /// for the configuration (exit 1: not a form login; 2: could not probe).
+    LoginProbe {
+        /// The dashboard's login page, or a page that redirects to it
+        /// (e.g. https://pbx.example.com/). Redirects are followed within
+        /// its origin only.
+        url: String,
+        /// PEM file of the CA(s) that sign the dashboard's certificate, for a
+        /// private CA (default: the system's trusted roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Longest wait to connect and for each request, e.g. "10s".
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Manage sessions and users directly in the configured store (for
     /// automation, and for recovery when nobody can sign in).
     Admin {
@@ -214,6 +229,11 @@ fn main() -> ExitCode {
                 listen,
                 big_recording_mib,
             } => exit(demo(listen, big_recording_mib).await),
+            Command::LoginProbe {
+                url,
+                ca_file,
+                timeout,
+            } => login_probe(&url, ca_file, timeout).await,
         }
     })
 }
@@ -248,6 +268,33 @@ fn check_config(file: &Path, client_ip: Option<std::net::IpAddr>) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Print the guessed `[login]` section on stdout; on failure the reason on
+/// stderr (and, for a page that is no form login, advice as TOML comments).
+async fn login_probe(
+    url: &str,
+    ca_file: Option<PathBuf>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let options = gatehouse::login_probe::ProbeOptions {
+        ca_file,
+        timeout,
+        ..Default::default()
+    };
+    match gatehouse::login_probe::probe(url, &options).await {
+        Ok(guess) => {
+            print!("{}", guess.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let Some(advice) = e.advice() {
+                print!("{advice}");
+            }
+            eprintln!("gatehouse: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
