@@ -122,6 +122,16 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         }
         return resp;
     }
+    if let Some(to) = target.split_once("/redirect?to=").map(|(_, to)| to) {
+        // A dashboard that writes absolute redirects with whatever address it has.
+        let to = percent_encoding::percent_decode(to.as_bytes()).collect::<Vec<u8>>();
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = http::HeaderValue::from_bytes(&to) {
+            resp.headers_mut().insert("location", v);
+        }
+        return resp;
+    }
     if target.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
