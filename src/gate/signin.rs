@@ -156,11 +156,34 @@ impl Gate {
             )
             .await?;
         let (status, headers) = (resp.status(), resp.headers().clone());
+        // A JSON login judged by its body: read it (bounded) and pass it on.
+        let answer_body = if settings.login.judges_body(&facts.path) {
+            let (parts, body) = resp.into_parts();
+            let bytes = read_bounded(
+                body,
+                &parts.headers,
+                login::MAX_JUDGED_ANSWER,
+                settings.upstream.response_timeout,
+            )
+            .await
+            .map_err(|_| {
+                GateError::Upstream(proxy::ProxyError::Unreachable(
+                    "the login answer could not be read whole".into(),
+                ))
+            })?;
+            resp = Response::from_parts(parts, proxy::full(bytes.clone()));
+            Some(bytes)
+        } else {
+            None
+        };
         let mut answer_vault = Vault::default();
         let (names, _) = answer_vault.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
         self.vaulted.learn(names.iter().map(String::as_str));
 
-        if !settings.login.succeeded_at(&facts.path, status, &headers) {
+        if !settings
+            .login
+            .succeeded_at(&facts.path, status, &headers, answer_body.as_deref())
+        {
             audit("login_failed").emit();
             self.note_attempt(
                 live,
