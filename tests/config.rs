@@ -43,6 +43,15 @@ max_header_bytes = 100
 url = "ftp://x"
 [logging]
 format = "xml"
+[login]
+username_field = ""
+fixed_username = "bad\u0007name"
+[login.success]
+json_pointer = "ok"
+[[login.api]]
+path = "/api/login"
+json_pointer = "/ok"
+json_equals = "yes"
 "#;
     let Err(ConfigError::Invalid(issues)) = load_str(text, None) else {
         panic!("must be refused");
@@ -57,6 +66,10 @@ format = "xml"
         "server.limits.max_header_bytes",
         "upstream.url",
         "logging.format",
+        "login.username_field",
+        "login.fixed_username",
+        "login.success.json_pointer",
+        "login.api[0].json_equals",
     ] {
         assert!(keys.contains(&want), "{want} missing from {keys:?}");
     }

@@ -382,6 +382,46 @@ async fn x_forwarded_for_from_untrusted_peer_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn absolute_redirects_to_the_dashboards_own_address_point_at_the_gateway() {
+    let up = Recorder::start().await;
+    let own = up.url(); // http://127.0.0.1:PORT, as the dashboard knows itself
+    for (preserve_host, host) in [(false, "localhost"), (true, "gw.test")] {
+        let gw = TestGateway::start(
+            &public().upstream(&format!("preserve_host = {preserve_host}")),
+            &up.url(),
+        )
+        .await;
+        for (location, expected) in [
+            (
+                format!("{own}/home?tab=1"),
+                format!("https://{host}/home?tab=1"),
+            ),
+            (
+                format!("http://{host}/calls"),
+                format!("https://{host}/calls"),
+            ),
+            (
+                "https://sso.example.com/x".to_string(),
+                "https://sso.example.com/x".to_string(),
+            ),
+            ("/relative".to_string(), "/relative".to_string()),
+        ] {
+            let req = Request::get(format!("/pub/redirect?to={}", urlencode(&location)))
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .expect("req");
+            let resp = gw.client().send(gw.addr(), Version::HTTP_11, req).await;
+            assert_eq!(resp.status, StatusCode::FOUND, "{location}");
+            assert_eq!(
+                resp.header("location"),
+                Some(expected.as_str()),
+                "preserve_host = {preserve_host}: {location}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn trusted_proxy_makes_rightmost_untrusted_address_the_client() {
     let up = Recorder::start().await;
     let gw = TestGateway::start(

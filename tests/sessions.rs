@@ -113,6 +113,7 @@ on_both_stores!(
     locked_known_and_unknown_users_get_identical_answers,
     a_password_only_login_form_counts_every_attempt_as_its_fixed_user,
     a_post_to_the_login_path_without_credentials_is_a_signed_in_request,
+    a_json_login_answering_200_either_way_is_judged_by_its_body,
 );
 
 async fn sign_in_gives_a_gatehouse_session_and_the_dashboard_cookie_stays_in_the_vault(b: Backend) {
@@ -578,4 +579,43 @@ async fn a_credential_less_login_post_waiting_for_the_second_factor_gets_no_vaul
         !set_cookie_names(&resp).contains(&"APPSESSION".to_string()),
         "HttpOnly cookies of the answer reached the browser"
     );
+}
+
+async fn a_json_login_answering_200_either_way_is_judged_by_its_body(b: Backend) {
+    let s = Scenario::start(
+        b,
+        "path = \"/json-login\"\nusername_field = \"/user\"\npassword_field = \"/password\"\n\
+         [login.success]\nstatus = [200]\nlocation_not = \"\"\n\
+         json_pointer = \"/ok\"\njson_equals = \"true\"\n[lockout]\nmax_failures = 3",
+    )
+    .await;
+    let attempt = |pass: &str| {
+        http::Request::post("/json-login")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                serde_json::json!({"user": "alice@example.com", "password": pass}).to_string(),
+            )))
+            .expect("request")
+    };
+    // A wrong password: the dashboard's own answer, unchanged, and a failure.
+    let wrong = s.send(attempt("wrong")).await;
+    assert_eq!(wrong.status, StatusCode::OK);
+    assert_eq!(wrong.text(), r#"{"ok":false}"#);
+    assert_eq!(session_cookie(&wrong), None, "a failure made a session");
+    // A right one: a session holding the vaulted cookie, the answer passed on.
+    let right = s.send(attempt(PASSWORD)).await;
+    assert_eq!(right.status, StatusCode::OK);
+    assert_eq!(right.text(), r#"{"ok":true}"#);
+    let cookie = session_cookie(&right).expect("a session");
+    assert!(!set_cookie_names(&right).contains(&"APPSESSION".to_string()));
+    s.get("/home", &cookie).await;
+    assert!(s.upstream_cookie().contains("APPSESSION=json1"));
+    // Failures judged by the body count towards the lockout.
+    for _ in 0..3 {
+        s.send(attempt("wrong")).await;
+    }
+    s.up.clear();
+    let locked = s.send(attempt(PASSWORD)).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(s.up.seen().is_empty());
 }

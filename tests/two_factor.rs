@@ -164,6 +164,7 @@ on_both_stores!(
     disable_is_refused_where_policy_requires_two_factor,
     forms_without_the_csrf_token_or_from_another_origin_are_refused,
     no_seed_or_recovery_code_is_stored_in_clear,
+    a_script_signing_in_gets_json_and_its_next_page_load_goes_to_the_second_factor,
 );
 
 async fn enrollment_then_challenge_lead_to_the_dashboard(b: Backend) {
@@ -610,4 +611,51 @@ async fn enrollment_with_confirm_password_rechecks_the_password_with_the_dashboa
         .await;
     assert_eq!(right.status, StatusCode::OK, "{}", right.text());
     assert!(right.text().contains("recovery-codes"));
+}
+
+async fn a_script_signing_in_gets_json_and_its_next_page_load_goes_to_the_second_factor(
+    b: Backend,
+) {
+    let s = Scenario::start(b, "").await;
+    // A single-page app's fetch() of the login form: it would follow a
+    // redirect to gatehouse's page inside the fetch and fail on the HTML.
+    let resp = s
+        .send(login_post(
+            "alice@example.com",
+            PASSWORD,
+            "",
+            &[
+                ("sec-fetch-mode", "cors"),
+                ("sec-fetch-dest", "empty"),
+                ("accept", "*/*"),
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(body["two_factor_required"], true);
+    assert_eq!(body["location"], "/.gatehouse/2fa/enroll");
+    let names = support::gateway::set_cookie_names(&resp);
+    assert!(!names.contains(&"APPSESSION".to_string()), "{names:?}");
+    let cookie = session_cookie(&resp).expect("session");
+    // The app then loads a page: that goes to the second factor.
+    let page = s
+        .send(get_with(
+            "/",
+            &cookie,
+            &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.header("location"), Some("/.gatehouse/2fa"));
+    // A form post (a navigation) still gets the redirect.
+    let form = s
+        .send(login_post(
+            "bob@example.com",
+            PASSWORD,
+            "",
+            &[("sec-fetch-mode", "navigate"), ("accept", "text/html")],
+        ))
+        .await;
+    assert_eq!(form.status, StatusCode::SEE_OTHER);
 }

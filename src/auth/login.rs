@@ -14,6 +14,8 @@ pub struct LoginSettings {
     pub success_status: Vec<u16>,
     pub location_not: Option<String>,
     pub set_cookie: Option<String>,
+    /// `json_pointer` + `json_equals`: a value the answer's JSON must hold.
+    pub json: Option<JsonSuccess>,
     pub logout_paths: Vec<String>,
     pub anonymous_paths: Vec<String>,
     pub session_cookies: Vec<String>,
@@ -29,7 +31,31 @@ pub struct ApiLogin {
     pub username_field: String,
     pub success_status: Vec<u16>,
     pub set_cookie: Option<String>,
+    pub json: Option<JsonSuccess>,
 }
+
+/// For dashboards whose JSON login answers with one status either way
+/// (`200 {"ok": false}`): where in the answer to look, and what a success
+/// has there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonSuccess {
+    /// JSON pointer, e.g. "/ok" or "/result/status".
+    pub pointer: String,
+    pub equals: serde_json::Value,
+}
+
+impl JsonSuccess {
+    /// Does this answer body hold the success value? Anything that is not
+    /// JSON, or lacks the pointer, is a failure.
+    pub fn holds(&self, body: &[u8]) -> bool {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| v.pointer(&self.pointer) == Some(&self.equals))
+    }
+}
+
+/// The largest login answer gatehouse reads to judge it by its JSON body.
+pub const MAX_JUDGED_ANSWER: usize = 1 << 20;
 
 /// Longest username gatehouse accepts (keys and audit lines stay bounded).
 pub const MAX_USERNAME: usize = 256;
@@ -68,17 +94,37 @@ impl LoginSettings {
             .and_then(|u| normalise_username(&u))
     }
 
-    /// Did the dashboard accept the password at the login `path`?
-    pub fn succeeded_at(&self, path: &str, status: StatusCode, headers: &HeaderMap) -> bool {
+    /// Did the dashboard accept the password at the login `path`? `body` is
+    /// the answer's body when [`Self::judges_body`] asked for it.
+    pub fn succeeded_at(
+        &self,
+        path: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+    ) -> bool {
+        let json_holds = |rule: &Option<JsonSuccess>| {
+            rule.as_ref()
+                .is_none_or(|j| body.is_some_and(|b| j.holds(b)))
+        };
         match self.api_login(path) {
-            None => self.succeeded(status, headers),
+            None => self.succeeded(status, headers) && json_holds(&self.json),
             Some(api) => {
                 api.success_status.contains(&status.as_u16())
                     && api
                         .set_cookie
                         .as_deref()
                         .is_none_or(|name| sets_cookie(headers, name))
+                    && json_holds(&api.json)
             }
+        }
+    }
+
+    /// Must the answer of the login at `path` be read to judge it?
+    pub fn judges_body(&self, path: &str) -> bool {
+        match self.api_login(path) {
+            None => self.json.is_some(),
+            Some(api) => api.json.is_some(),
         }
     }
 
@@ -259,6 +305,7 @@ mod tests {
             success_status: vec![302, 303],
             location_not: Some("/login".into()),
             set_cookie: None,
+            json: None,
             logout_paths: vec!["/logout".into()],
             anonymous_paths: vec!["/login".into(), "/static/".into()],
             session_cookies: vec![],
@@ -267,8 +314,42 @@ mod tests {
                 username_field: "/username".into(),
                 success_status: vec![200],
                 set_cookie: Some("PBXSESSID".into()),
+                json: None,
             }],
         }
+    }
+
+    #[test]
+    fn a_json_answer_succeeds_only_with_the_configured_value_at_the_pointer() {
+        let mut s = settings();
+        s.success_status = vec![200];
+        s.location_not = None;
+        s.json = Some(JsonSuccess {
+            pointer: "/result/ok".into(),
+            equals: serde_json::json!(true),
+        });
+        let h = HeaderMap::new();
+        assert!(s.judges_body("/login"));
+        assert!(!s.judges_body("/api/login"));
+        let ok = |body: &[u8]| s.succeeded_at("/login", StatusCode::OK, &h, Some(body));
+        assert!(ok(br#"{"result": {"ok": true}, "user": "a"}"#));
+        for failure in [
+            &br#"{"result": {"ok": false}}"#[..],
+            br#"{"result": {"ok": "true"}}"#,
+            br#"{"result": {}}"#,
+            br#"{"ok": true}"#,
+            b"<html>ok</html>",
+            b"",
+        ] {
+            assert!(!ok(failure), "{}", String::from_utf8_lossy(failure));
+        }
+        assert!(!s.succeeded_at("/login", StatusCode::OK, &h, None));
+        assert!(!s.succeeded_at(
+            "/login",
+            StatusCode::UNAUTHORIZED,
+            &h,
+            Some(br#"{"result": {"ok": true}}"#)
+        ));
     }
 
     #[test]
@@ -301,14 +382,14 @@ mod tests {
         assert_eq!(s.username_field_for("/api/login"), "/username");
         assert_eq!(s.username_field_for("/login"), "username");
         let mut h = HeaderMap::new();
-        assert!(!s.succeeded_at("/api/login", StatusCode::OK, &h));
+        assert!(!s.succeeded_at("/api/login", StatusCode::OK, &h, None));
         h.insert(
             header::SET_COOKIE,
             "PBXSESSID=abc; HttpOnly".parse().expect("header"),
         );
-        assert!(s.succeeded_at("/api/login", StatusCode::OK, &h));
-        assert!(!s.succeeded_at("/api/login", StatusCode::UNAUTHORIZED, &h));
-        assert!(!s.succeeded_at("/login", StatusCode::OK, &h));
+        assert!(s.succeeded_at("/api/login", StatusCode::OK, &h, None));
+        assert!(!s.succeeded_at("/api/login", StatusCode::UNAUTHORIZED, &h, None));
+        assert!(!s.succeeded_at("/login", StatusCode::OK, &h, None));
     }
 
     #[test]

@@ -266,6 +266,12 @@ pub struct RawLoginApi {
     /// A cookie a successful answer must set (empty = not checked).
     #[serde(default)]
     pub set_cookie: String,
+    /// A JSON pointer into a successful answer and the value (as JSON) it
+    /// holds there (empty = not checked).
+    #[serde(default)]
+    pub json_pointer: String,
+    #[serde(default)]
+    pub json_equals: String,
 }
 
 fn default_api_username() -> String {
@@ -303,6 +309,12 @@ pub struct RawLoginSuccess {
     pub location_not: String,
     /// A cookie the answer must set. Empty = not used.
     pub set_cookie: String,
+    /// For JSON logins that answer with one status either way: a JSON
+    /// pointer into the answer ("/ok"); empty = not used. With `json_equals`.
+    pub json_pointer: String,
+    /// The value a success has at `json_pointer`, written as JSON: `true`,
+    /// `'"ok"'`, `1`.
+    pub json_equals: String,
 }
 
 impl Default for RawLoginSuccess {
@@ -311,6 +323,8 @@ impl Default for RawLoginSuccess {
             status: vec![302, 303],
             location_not: "/login".into(),
             set_cookie: String::new(),
+            json_pointer: String::new(),
+            json_equals: String::new(),
         }
     }
 }

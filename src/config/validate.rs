@@ -556,6 +556,39 @@ fn validate_login(
         }
     }
     let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let json_rule = |key: &str, pointer: &str, equals: &str, issues: &mut Vec<ConfigIssue>| match (
+        pointer.trim(),
+        equals.trim(),
+    ) {
+        ("", "") => None,
+        (p, _) if !p.starts_with('/') => {
+            issues.push(ConfigIssue::new(
+                format!("{key}.json_pointer"),
+                "a JSON pointer such as \"/ok\" or \"/result/status\"",
+            ));
+            None
+        }
+        (_, "") => {
+            issues.push(ConfigIssue::new(
+                format!("{key}.json_equals"),
+                "give the value a success has at json_pointer (as JSON: true, '\"ok\"', 1)",
+            ));
+            None
+        }
+        (p, e) => match serde_json::from_str(e) {
+            Ok(equals) => Some(crate::auth::login::JsonSuccess {
+                pointer: p.to_string(),
+                equals,
+            }),
+            Err(_) => {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.json_equals"),
+                    "not JSON: write true, 1, or a string in quotes ('\"ok\"')",
+                ));
+                None
+            }
+        },
+    };
     let mut api = Vec::new();
     for (i, a) in l.api.iter().enumerate() {
         let key = format!("login.api[{i}]");
@@ -586,6 +619,7 @@ fn validate_login(
             username_field: a.username_field.clone(),
             success_status: a.status.clone(),
             set_cookie: opt(&a.set_cookie),
+            json: json_rule(&key, &a.json_pointer, &a.json_equals, issues),
         });
     }
     crate::auth::login::LoginSettings {
@@ -597,6 +631,12 @@ fn validate_login(
         success_status: l.success.status.clone(),
         location_not: opt(&l.success.location_not),
         set_cookie: opt(&l.success.set_cookie),
+        json: json_rule(
+            "login.success",
+            &l.success.json_pointer,
+            &l.success.json_equals,
+            issues,
+        ),
         logout_paths: l.logout_paths.clone(),
         anonymous_paths: l.anonymous_paths.clone(),
         session_cookies: l.session_cookies.clone(),

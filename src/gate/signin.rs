@@ -27,6 +27,7 @@ impl Gate {
             .login
             .attempt_user(&facts.path, &content_type, &bytes);
         let api_login = settings.login.api_login(&facts.path).is_some();
+        let from_script = is_script(&parts.headers);
         let ip = facts.client.to_string();
         // The browser's, not the dashboard answer's: it classifies the session.
         let user_agent = headers_user_agent(&parts.headers);
@@ -155,11 +156,34 @@ impl Gate {
             )
             .await?;
         let (status, headers) = (resp.status(), resp.headers().clone());
+        // A JSON login judged by its body: read it (bounded) and pass it on.
+        let answer_body = if settings.login.judges_body(&facts.path) {
+            let (parts, body) = resp.into_parts();
+            let bytes = read_bounded(
+                body,
+                &parts.headers,
+                login::MAX_JUDGED_ANSWER,
+                settings.upstream.response_timeout,
+            )
+            .await
+            .map_err(|_| {
+                GateError::Upstream(proxy::ProxyError::Unreachable(
+                    "the login answer could not be read whole".into(),
+                ))
+            })?;
+            resp = Response::from_parts(parts, proxy::full(bytes.clone()));
+            Some(bytes)
+        } else {
+            None
+        };
         let mut answer_vault = Vault::default();
         let (names, _) = answer_vault.absorb(resp.headers_mut(), &facts.path, facts.now_ms);
         self.vaulted.learn(names.iter().map(String::as_str));
 
-        if !settings.login.succeeded_at(&facts.path, status, &headers) {
+        if !settings
+            .login
+            .succeeded_at(&facts.path, status, &headers, answer_body.as_deref())
+        {
             audit("login_failed").emit();
             self.note_attempt(
                 live,
@@ -321,7 +345,27 @@ impl Gate {
                 SecondFactor::Challenge => own_pages::CHALLENGE,
                 SecondFactor::Enroll => own_pages::ENROLL,
             };
-            let mut r = redirect(StatusCode::SEE_OTHER, to);
+            let mut r = if from_script {
+                // A single-page app's script signed in: a redirect to a page
+                // would be followed inside its fetch and read as a broken
+                // answer. It gets a success it can parse (the dashboard's own
+                // answer stays in the vault with its tokens) and shows the
+                // app, whose next page load gatehouse sends to `location`.
+                let body = serde_json::json!({
+                    "two_factor_required": true,
+                    "location": to,
+                });
+                let mut r = Response::new(proxy::full(body.to_string()));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            } else {
+                redirect(StatusCode::SEE_OTHER, to)
+            };
             for v in resp.headers().get_all(header::SET_COOKIE) {
                 r.headers_mut().append(header::SET_COOKIE, v.clone());
             }
@@ -573,6 +617,18 @@ pub(super) fn is_navigation(h: &HeaderMap) -> bool {
         (None, Some(dest)) => dest == "document",
         (None, None) => get("accept").is_some_and(|a| a.contains("text/html")),
     }
+}
+
+/// A page's script (fetch/XHR) rather than a form navigation, by what only
+/// scripts send: a fetch mode other than "navigate", `X-Requested-With`, a
+/// JSON body or a JSON-only Accept. A client that says nothing (curl, old
+/// browsers) is taken for a form.
+pub(super) fn is_script(h: &HeaderMap) -> bool {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    get("sec-fetch-mode").is_some_and(|m| m != "navigate")
+        || h.contains_key("x-requested-with")
+        || get("content-type").is_some_and(|c| c.contains("json"))
+        || wants_json(h)
 }
 
 /// A client that is no browser page load: it asked for JSON (not HTML), or

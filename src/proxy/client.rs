@@ -76,6 +76,7 @@ impl Upstream {
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: Option<Guard>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let fwd_host = fwd.host;
         let upgrade = headers::upgrade_protocol(req.headers());
         headers::strip_hop_by_hop(req.headers_mut());
         headers::strip_client_claims(req.headers_mut());
@@ -123,6 +124,11 @@ impl Upstream {
             }
         } else {
             headers::strip_hop_by_hop(resp.headers_mut());
+            headers::make_location_public(
+                resp.headers_mut(),
+                self.settings.authority.as_str(),
+                fwd_host,
+            );
         }
         Ok(resp)
     }

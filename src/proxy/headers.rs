@@ -105,6 +105,55 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     }
 }
 
+/// A redirect the dashboard wrote with its own address (what it sees when
+/// `upstream.preserve_host = false`) or with the public host over plain
+/// http (it cannot know TLS ended in front of it) points at the public https
+/// origin instead, as nginx's `proxy_redirect default` does: the browser
+/// must never be sent to the dashboard directly or off TLS. Other absolute
+/// Locations (another site, on purpose) are left alone.
+pub fn make_location_public(headers: &mut HeaderMap, upstream_authority: &str, public_host: &str) {
+    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let public = public_location(location, upstream_authority, public_host);
+    if let Some(v) = public.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LOCATION, v);
+    }
+}
+
+/// The public form of an absolute `location`, or None when it stays as it is.
+pub fn public_location(
+    location: &str,
+    upstream_authority: &str,
+    public_host: &str,
+) -> Option<String> {
+    let (scheme, rest) = location.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains('@') {
+        return None;
+    }
+    let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    // "host" and "host:80" are one authority over http (":443" over https).
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    let bare = |a: &str| a.strip_suffix(default_port).unwrap_or(a).to_string();
+    let to_upstream = same(&bare(authority), &bare(upstream_authority));
+    let public_over_http = scheme == "http" && same(authority, public_host);
+    if !to_upstream && !public_over_http {
+        return None;
+    }
+    let tail = if tail.starts_with('/') {
+        tail.to_string()
+    } else {
+        format!("/{tail}")
+    };
+    Some(format!("https://{public_host}{tail}"))
+}
+
 /// Is this an HTTP/1.1 protocol upgrade (websocket) request or response?
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
@@ -166,5 +215,50 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_client_claims(&mut h);
         assert_eq!(h.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    use super::public_location;
+
+    #[test]
+    fn redirects_to_the_dashboards_own_address_go_to_the_public_origin() {
+        let up = "127.0.0.1:8080";
+        let public = "pbx.example.com";
+        assert_eq!(
+            public_location("http://127.0.0.1:8080/home?x=1", up, public).as_deref(),
+            Some("https://pbx.example.com/home?x=1")
+        );
+        assert_eq!(
+            public_location("http://127.0.0.1:8080", up, public).as_deref(),
+            Some("https://pbx.example.com/")
+        );
+        // The public host over plain http: TLS ended in front of the dashboard.
+        assert_eq!(
+            public_location("http://PBX.example.com/calls", up, public).as_deref(),
+            Some("https://pbx.example.com/calls")
+        );
+        assert_eq!(
+            public_location("http://dash:80/x", "dash", public).as_deref(),
+            Some("https://pbx.example.com/x")
+        );
+    }
+
+    #[test]
+    fn other_locations_are_left_alone() {
+        let up = "127.0.0.1:8080";
+        let public = "pbx.example.com";
+        for loc in [
+            "/home",
+            "https://pbx.example.com/ok",
+            "https://sso.example.com/login",
+            "http://127.0.0.1:8081/other-port",
+            "http://user@127.0.0.1:8080/userinfo",
+            "javascript://127.0.0.1:8080/x",
+            "//127.0.0.1:8080/x",
+        ] {
+            assert_eq!(public_location(loc, up, public), None, "{loc}");
+        }
     }
 }

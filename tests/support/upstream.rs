@@ -112,9 +112,22 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
     if parts.method == Method::POST && target.starts_with("/login") {
         return login(&body);
     }
+    if parts.method == Method::POST && target.starts_with("/json-login") {
+        return json_login(&body);
+    }
     if let Some(next) = target.strip_prefix("/logout?next=") {
         // A dashboard whose logout follows `next` blindly (an open redirect).
         let to = percent_encoding::percent_decode(next.as_bytes()).collect::<Vec<u8>>();
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = http::HeaderValue::from_bytes(&to) {
+            resp.headers_mut().insert("location", v);
+        }
+        return resp;
+    }
+    if let Some(to) = target.split_once("/redirect?to=").map(|(_, to)| to) {
+        // A dashboard that writes absolute redirects with whatever address it has.
+        let to = percent_encoding::percent_decode(to.as_bytes()).collect::<Vec<u8>>();
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::FOUND;
         if let Ok(v) = http::HeaderValue::from_bytes(&to) {
@@ -137,6 +150,27 @@ async fn answer(log: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Response<
         h.append("set-cookie", "theme=dark; Path=/".parse().expect("cookie"));
     }
     *resp.status_mut() = StatusCode::OK;
+    resp
+}
+
+/// A JSON login that answers 200 either way: `{"ok": true|false}`, and
+/// the session cookie only on success.
+fn json_login(body: &[u8]) -> Response<Full<Bytes>> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let ok = v.pointer("/password").and_then(|p| p.as_str()) == Some(PASSWORD);
+    let mut resp = Response::new(Full::new(Bytes::from(
+        serde_json::json!({ "ok": ok }).to_string(),
+    )));
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().expect("type"));
+    if ok {
+        resp.headers_mut().append(
+            "set-cookie",
+            "APPSESSION=json1; Path=/; HttpOnly"
+                .parse()
+                .expect("cookie"),
+        );
+    }
     resp
 }
 
