@@ -183,7 +183,8 @@ pub(super) fn not_a_form_login(url: &str, reason: &NotAFormLogin) -> String {
     }
     out.comment("Open the login page in a browser with the developer tools' network");
     out.comment("panel, sign in, and read the request that carries the password: its");
-    out.comment("method, path and body (form fields, or JSON for [[login.api]]).");
+    out.comment("method, path and body (form fields, or JSON: then username_field is a");
+    out.comment("JSON pointer such as \"/user/name\"). docs/recipes.md walks through it.");
     out.0
 }
 
