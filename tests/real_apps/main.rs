@@ -580,3 +580,233 @@ async fn jupyter_login_cookie_without_a_gatehouse_session_is_refused() {
         .await;
     assert_eq!(upgrade.status, StatusCode::UNAUTHORIZED);
 }
+
+// --- gatehouse login-probe ------------------------------------------------
+
+/// `gatehouse login-probe URL`: its stdout, which must be a `[login]` section.
+fn login_probe(url: &str) -> String {
+    let out = std::process::Command::new(support::process::BIN)
+        .args(["login-probe", url])
+        .output()
+        .expect("run gatehouse login-probe");
+    assert!(
+        out.status.success(),
+        "login-probe {url} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Cookies a scripted browser keeps: `name=value` by name.
+#[derive(Default)]
+struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, resp: &Resp) {
+        for pair in set_cookies(resp) {
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() {
+                    self.0.remove(name);
+                } else {
+                    self.0.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+    }
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Send through the gateway as a browser page load would, keeping cookies.
+async fn browse(
+    gw: &TestGateway,
+    jar: &mut Jar,
+    method: &str,
+    path: &str,
+    form: Option<String>,
+) -> Resp {
+    let host = format!("127.0.0.1:{}", gw.addr().port());
+    let origin = format!("https://{host}");
+    let cookie = jar.header();
+    let mut headers = vec![
+        ("host", host.as_str()),
+        ("accept", "text/html"),
+        ("sec-fetch-mode", "navigate"),
+        ("origin", origin.as_str()),
+        ("cookie", cookie.as_str()),
+    ];
+    let referer = format!("{origin}{path}");
+    if form.is_some() {
+        headers.push(("content-type", "application/x-www-form-urlencoded"));
+        headers.push(("referer", referer.as_str()));
+    }
+    let resp = gw
+        .client()
+        .send(
+            gw.addr(),
+            Version::HTTP_11,
+            request(method, path, &headers, form.unwrap_or_default()),
+        )
+        .await;
+    jar.take(&resp);
+    resp
+}
+
+/// What a probed section must say for the app, checked on the settings
+/// gatehouse builds from it (so it also passed validation).
+fn probed_settings(app: &apps::App, section: &str) -> gatehouse::auth::login::LoginSettings {
+    let dir = support::gateway::TestDir::new();
+    dir.settings(&Config::default().rest(section), &app.url())
+        .login
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_probe_writes_a_section_that_signs_in_and_out_of_django_admin() {
+    let app = tokio::task::spawn_blocking(apps::django_admin)
+        .await
+        .expect("django");
+    let url = format!("{}/admin/", app.url());
+    let section = tokio::task::spawn_blocking(move || login_probe(&url))
+        .await
+        .expect("probe");
+    let login = probed_settings(&app, &section);
+    assert_eq!(login.path, "/admin/login/", "{section}");
+    assert_eq!(login.username_field, "username", "{section}");
+    assert_eq!(login.password_field, "password", "{section}");
+    assert_eq!(login.logout_paths, vec!["/admin/logout/"], "{section}");
+    assert!(login.is_anonymous("/admin/login/"), "{section}");
+    assert!(
+        login.is_anonymous("/static/admin/css/base.css"),
+        "{section}"
+    );
+    assert!(!login.is_anonymous("/admin/"), "{section}");
+
+    // And it works: a gateway configured with exactly that section tells a
+    // wrong password from a right one, keeps the session, ends it on logout.
+    let gw = TestGateway::start(
+        &Config::default().rest(&format!("{section}\n[two_factor]\nmode = \"off\"")),
+        &app.url(),
+    )
+    .await;
+    let mut jar = Jar::default();
+    let sign_in = |page: &Resp, password: &str| {
+        let token = support::gateway::attr(&page.text(), "name=\"csrfmiddlewaretoken\" value");
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("csrfmiddlewaretoken", &token)
+            .append_pair("username", apps::DJANGO_USER)
+            .append_pair("password", password)
+            .finish()
+    };
+    let page = browse(&gw, &mut jar, "GET", "/admin/login/", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let wrong = sign_in(&page, "wrong-password");
+    let refused = browse(&gw, &mut jar, "POST", "/admin/login/", Some(wrong)).await;
+    assert_eq!(refused.status, StatusCode::OK, "Django's own form error");
+    assert!(refused.text().contains("errornote"), "{}", refused.text());
+    assert!(!jar.0.contains_key("__Host-gatehouse"));
+
+    let page = browse(&gw, &mut jar, "GET", "/admin/login/", None).await;
+    let right = sign_in(&page, apps::DJANGO_PASSWORD);
+    let ok = browse(&gw, &mut jar, "POST", "/admin/login/", Some(right)).await;
+    assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.text());
+    assert!(
+        jar.0.contains_key("__Host-gatehouse"),
+        "a gatehouse session"
+    );
+    assert!(
+        !jar.0.contains_key("sessionid"),
+        "Django's cookie is vaulted"
+    );
+    let users = browse(&gw, &mut jar, "GET", "/admin/auth/user/", None).await;
+    assert_eq!(users.status, StatusCode::OK);
+    assert!(users.text().contains("result_list"), "{}", users.text());
+
+    let token = support::gateway::attr(&users.text(), "name=\"csrfmiddlewaretoken\" value");
+    let logout = form_urlencoded::Serializer::new(String::new())
+        .append_pair("csrfmiddlewaretoken", &token)
+        .finish();
+    let out = browse(&gw, &mut jar, "POST", "/admin/logout/", Some(logout)).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text());
+    assert!(
+        !jar.0.contains_key("__Host-gatehouse"),
+        "logout ended the session"
+    );
+    let after = browse(&gw, &mut jar, "GET", "/admin/auth/user/", None).await;
+    assert_eq!(after.status, StatusCode::FOUND);
+    assert_eq!(after.header("location"), Some("/admin/login/"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_probe_writes_a_section_that_signs_in_and_out_of_jupyterlab() {
+    let app = tokio::task::spawn_blocking(apps::jupyterlab)
+        .await
+        .expect("jupyter");
+    let url = format!("{}/lab", app.url());
+    let section = tokio::task::spawn_blocking(move || login_probe(&url))
+        .await
+        .expect("probe");
+    let login = probed_settings(&app, &section);
+    assert_eq!(login.path, "/login", "{section}");
+    assert!(
+        login.fixed_username.is_some(),
+        "password-only form: {section}"
+    );
+    assert_eq!(login.password_field, "password", "{section}");
+    assert_eq!(login.logout_paths, vec!["/logout"], "{section}");
+    assert!(login.is_anonymous("/login"), "{section}");
+    assert!(login.is_anonymous("/static/favicon.ico"), "{section}");
+    assert!(!login.is_anonymous("/lab"), "{section}");
+
+    let gw = TestGateway::start(
+        &Config::default().rest(&format!("{section}\n[two_factor]\nmode = \"off\"")),
+        &app.url(),
+    )
+    .await;
+    let mut jar = Jar::default();
+    let form = |jar: &Jar, password: &str| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("_xsrf", jar.0.get("_xsrf").map_or("", |v| v.as_str()))
+            .append_pair("password", password)
+            .finish()
+    };
+    let page = browse(&gw, &mut jar, "GET", "/login", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let wrong = form(&jar, "wrong");
+    let refused = browse(&gw, &mut jar, "POST", "/login", Some(wrong)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "Jupyter's own answer"
+    );
+    assert!(!jar.0.contains_key("__Host-gatehouse"));
+    let right = form(&jar, apps::JUPYTER_PASSWORD);
+    let ok = browse(&gw, &mut jar, "POST", "/login", Some(right)).await;
+    assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.text());
+    assert!(
+        jar.0.contains_key("__Host-gatehouse"),
+        "a gatehouse session"
+    );
+    assert!(
+        !jar.0.keys().any(|k| k.starts_with("username-")),
+        "Jupyter's login cookie is vaulted: {:?}",
+        jar.0.keys()
+    );
+    let api = browse(&gw, &mut jar, "GET", "/api/contents", None).await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.text());
+    let out = browse(&gw, &mut jar, "GET", "/logout", None).await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert!(
+        !jar.0.contains_key("__Host-gatehouse"),
+        "logout ended the session"
+    );
+    let after = browse(&gw, &mut jar, "GET", "/lab", None).await;
+    assert_eq!(after.status, StatusCode::FOUND);
+    assert_eq!(after.header("location"), Some("/login"));
+}
