@@ -167,6 +167,47 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// gatehouse as a TLS client (to an https dashboard, or probing one): trust
+/// the CA certificates of the PEM file given, else the system's roots (only
+/// loaded for https). An empty trust store is an error, never "trust nothing
+/// and fail later" with a vaguer message.
+pub fn client_config(
+    ca_file: Option<&std::path::Path>,
+    https: bool,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs =
+                rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| e.to_string())?;
+            for cert in certs {
+                roots
+                    .add(cert.map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            }
+            if roots.is_empty() {
+                return Err("no certificate in it".into());
+            }
+        }
+        None if https => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no trusted root certificates in the system's trust store".into());
+            }
+        }
+        None => {}
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

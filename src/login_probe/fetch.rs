@@ -13,7 +13,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
@@ -349,47 +348,15 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Trust: the CA file given, else the system's roots (only needed for https).
 fn tls_config(options: &ProbeOptions, https: bool) -> Result<rustls::ClientConfig, ProbeError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match &options.ca_file {
-        Some(path) => {
-            let bad = |reason: String| ProbeError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(e.to_string()))?;
-            for cert in certs {
-                roots
-                    .add(cert.map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(bad("no certificate in it".into()));
-            }
+    crate::tls::client_config(options.ca_file.as_deref(), https).map_err(|reason| {
+        ProbeError::CaFile {
+            path: options.ca_file.as_ref().map_or_else(
+                || "(the system's trust store)".to_string(),
+                |p| p.display().to_string(),
+            ),
+            reason,
         }
-        None if https => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(ProbeError::CaFile {
-                    path: "(the system's trust store)".into(),
-                    reason: "no trusted root certificates found; pass a CA with --ca-file".into(),
-                });
-            }
-        }
-        None => {}
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProbeError::CaFile {
-            path: "(TLS setup)".into(),
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    })
 }
 
 #[cfg(test)]

@@ -196,32 +196,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn client_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, ProxyError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    match &settings.ca_file {
-        Some(path) => {
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))?;
-            }
-        }
-        None if settings.scheme == http::uri::Scheme::HTTPS => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                let _ = roots.add(cert);
-            }
-        }
-        None => {}
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ProxyError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+    crate::tls::client_config(
+        settings.ca_file.as_deref(),
+        settings.scheme == http::uri::Scheme::HTTPS,
+    )
+    .map_err(|e| ProxyError::Setup(format!("upstream.ca_file: {e}")))
 }
