@@ -15,11 +15,11 @@ pub struct Vault {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct VaultCookie {
-    name: String,
-    value: String,
-    path: String,
-    expires_ms: Option<u64>,
+pub(super) struct VaultCookie {
+    pub(super) name: String,
+    pub(super) value: String,
+    pub(super) path: String,
+    pub(super) expires_ms: Option<u64>,
 }
 
 /// Most cookies one session may hold: a dashboard setting hundreds would
@@ -27,6 +27,15 @@ struct VaultCookie {
 const MAX_COOKIES: usize = 50;
 
 impl Vault {
+    /// The cookies as stored (for the record codec).
+    pub(super) fn cookies(&self) -> &[VaultCookie] {
+        &self.cookies
+    }
+
+    pub(super) fn from_cookies(cookies: Vec<VaultCookie>) -> Self {
+        Self { cookies }
+    }
+
     /// Move every HttpOnly `Set-Cookie` of an upstream response into the vault
     /// (honouring Path, Max-Age/Expires and deletion); the browser keeps
     /// receiving cookies JavaScript may read. Returns the names vaulted, and
