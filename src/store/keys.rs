@@ -215,6 +215,11 @@ const ESCAPED: &AsciiSet = &CONTROLS
 /// Borrowed when nothing needs escaping (session digests, most names): key
 /// encoding runs on every request.
 fn esc(s: &str) -> Cow<'_, str> {
+    // Alphanumerics are never escaped; checking bytes first skips the
+    // encoder's per-char walk for session digests (hex).
+    if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Cow::Borrowed(s);
+    }
     utf8_percent_encode(s, ESCAPED).into()
 }
 
