@@ -26,8 +26,9 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 mod forward;
@@ -47,6 +48,8 @@ pub struct Live {
     pub sessions: Sessions,
     pub lockout: Lockout,
     pub incidents: crate::incidents::Incidents,
+    /// Per-request metrics, registered once.
+    metrics: RequestMetrics,
     /// Re-reads the GeoIP file when it changes; ends with this configuration.
     _geo_watcher: Option<crate::AbortOnDrop>,
 }
@@ -73,6 +76,7 @@ impl Live {
             sessions: Sessions::new(store.clone(), settings.session.clone()),
             lockout: Lockout::new(store.clone(), settings.lockout.clone()),
             incidents: crate::incidents::Incidents::new(store.clone(), settings.incidents.clone()),
+            metrics: RequestMetrics::new(),
             settings: Arc::new(settings),
         })
     }
@@ -100,6 +104,50 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client address stated by a trusted PROXY protocol header, else the peer.
     pub source: ClientIp,
+}
+
+/// The metrics every request records. Registering a labelled metric hashes
+/// and compares its key and allocates its labels; done per request with the
+/// Prometheus recorder on, that was about 2 % of a proxied request's
+/// instructions. Handles are registered once per (area, status) and reused.
+struct RequestMetrics {
+    upstream_seconds: metrics::Histogram,
+    /// `gatehouse_requests_total` by status, then area (both bounded: areas
+    /// come from the configuration, statuses are three digits).
+    requests: RwLock<HashMap<u16, HashMap<String, metrics::Counter>>>,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        Self {
+            upstream_seconds: metrics::histogram!("gatehouse_upstream_seconds"),
+            requests: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn requests(&self, area: &str, status: u16) -> metrics::Counter {
+        let known = self
+            .requests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&status)
+            .and_then(|by_area| by_area.get(area))
+            .cloned();
+        known.unwrap_or_else(|| {
+            let counter = metrics::counter!(
+                "gatehouse_requests_total",
+                "area" => area.to_string(),
+                "status" => status.to_string()
+            );
+            self.requests
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(status)
+                .or_default()
+                .insert(area.to_string(), counter.clone());
+            counter
+        })
+    }
 }
 
 /// Facts established about a request as it passes the stages.
@@ -151,14 +199,11 @@ impl Gate {
             }
         };
         finish_headers(&live.settings, &mut resp);
-        metrics::counter!(
-            "gatehouse_requests_total",
-            "area" => facts.area.clone(),
-            "status" => resp.status().as_u16().to_string()
-        )
-        .increment(1);
+        live.metrics
+            .requests(&facts.area, resp.status().as_u16())
+            .increment(1);
         if let Some(t) = upstream_time {
-            metrics::histogram!("gatehouse_upstream_seconds").record(t.as_secs_f64());
+            live.metrics.upstream_seconds.record(t.as_secs_f64());
         }
         if live.settings.logging.access_log {
             tracing::info!(

@@ -8,7 +8,6 @@ use crate::proxy::{self, Body};
 use http::{header, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
@@ -146,7 +145,7 @@ async fn connection(
     mut tcp: TcpStream,
     peer: SocketAddr,
     limits: Arc<ConnLimits>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let live = gate.live.load_full();
     let server = &live.settings.server;
@@ -190,72 +189,116 @@ async fn connection(
     });
     let info = ConnInfo { peer, source };
     let svc_gate = gate.clone();
+    // The request's future is boxed: hyper's HTTP/1.1 dispatcher keeps a
+    // box the size of the service's future for the connection's whole life
+    // (`in_flight`), and the gate's request future is about 7.5 KB. Boxed,
+    // that memory is taken per request and given back while the connection
+    // is idle.
     let service = service_fn(move |req| {
         let gate = svc_gate.clone();
-        async move { Ok::<_, Infallible>(gate.handle(info, req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(gate.handle(info, req).await) })
     });
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(l.header_read_timeout)
-        .max_buf_size(l.max_header_bytes)
-        .max_headers(l.max_headers)
-        .keep_alive(true);
-    // HTTP/2 abuse limits (SECURITY-TESTS 29), set here rather than left to
-    // library defaults: streams a client opens and resets before they are
-    // served (rapid reset, CVE-2023-44487) and streams gatehouse has to reset
-    // because of the client's protocol errors ("MadeYouReset",
-    // CVE-2025-8671) both end the connection with GOAWAY ENHANCE_YOUR_CALM.
-    // No keep-alive PINGs: their answers would count as activity and keep a
-    // dead connection past the idle timeout.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(l.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        .keep_alive_interval(None);
-    // ALPN decides the protocol: no h2 prior-knowledge on an http/1.1 session.
-    let builder = if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
-    };
     let idle = l.idle_timeout;
-    drop(live);
+    let watch = Watch {
+        peer,
+        activity,
+        epoch,
+        idle,
+        flood,
+        stop,
+    };
+    // ALPN decides the protocol: no h2 prior-knowledge on an http/1.1
+    // session. Each protocol has its own connection type (rather than
+    // hyper-util's auto-detecting one, which sniffs for the HTTP/2 preface
+    // whatever it was told): no `Rewind` layer on every read, and an
+    // HTTP/1.1 connection's task is not sized for HTTP/2's state.
+    if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // HTTP/2 abuse limits (SECURITY-TESTS 29), set here rather than left
+        // to library defaults: streams a client opens and resets before they
+        // are served (rapid reset, CVE-2023-44487) and streams gatehouse has
+        // to reset because of the client's protocol errors ("MadeYouReset",
+        // CVE-2025-8671) both end the connection with GOAWAY
+        // ENHANCE_YOUR_CALM. No keep-alive PINGs: their answers would count
+        // as activity and keep a dead connection past the idle timeout.
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(l.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .keep_alive_interval(None);
+        drop(live);
+        let conn = pin!(builder.serve_connection(io, service));
+        watch.serve(conn, |c| c.graceful_shutdown()).await
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(l.header_read_timeout)
+            .max_buf_size(l.max_header_bytes)
+            .max_headers(l.max_headers)
+            .keep_alive(true);
+        drop(live);
+        let conn = pin!(builder.serve_connection(io, service).with_upgrades());
+        watch.serve(conn, |c| c.graceful_shutdown()).await
+    }
+}
 
-    let mut conn = pin!(builder.serve_connection_with_upgrades(io, service));
-    let mut closing = false;
-    let mut cut_off: Option<Instant> = None;
-    loop {
-        let since = Duration::from_millis(activity.load(Ordering::Relaxed));
-        let idle_deadline = epoch + since + idle;
-        tokio::select! {
-            res = conn.as_mut() => return res.map_err(io::Error::other),
-            // A frame flood: GOAWAY, no more reading, and closed after a
-            // short grace whatever its open streams are doing.
-            _ = flood.notified(), if cut_off.is_none() => {
-                tracing::debug!(%peer, "HTTP/2 frame flood: closing the connection");
-                metrics::counter!("gatehouse_h2_floods_total").increment(1);
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-                cut_off = Some(Instant::now() + H2_FLOOD_GRACE);
-            }
-            _ = tokio::time::sleep_until(cut_off.unwrap_or_else(Instant::now).into()), if cut_off.is_some() => {
-                return Err(io::Error::other("HTTP/2 frame flood"));
-            }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
-                let now_since = Duration::from_millis(activity.load(Ordering::Relaxed));
-                if now_since == since {
+/// What ends a served connection besides the client: the idle timeout, an
+/// HTTP/2 frame flood, and the gateway draining.
+struct Watch {
+    peer: SocketAddr,
+    /// Milliseconds after `epoch` when bytes last moved.
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+    idle: Duration,
+    flood: Arc<tokio::sync::Notify>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Watch {
+    /// Drive `conn` to its end; `shut_down` starts its graceful shutdown.
+    async fn serve<C, E>(
+        mut self,
+        mut conn: Pin<&mut C>,
+        shut_down: fn(Pin<&mut C>),
+    ) -> io::Result<()>
+    where
+        C: std::future::Future<Output = Result<(), E>>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let peer = self.peer;
+        let mut closing = false;
+        let mut cut_off: Option<Instant> = None;
+        loop {
+            let since = Duration::from_millis(self.activity.load(Ordering::Relaxed));
+            let idle_deadline = self.epoch + since + self.idle;
+            tokio::select! {
+                res = conn.as_mut() => return res.map_err(io::Error::other),
+                // A frame flood: GOAWAY, no more reading, and closed after a
+                // short grace whatever its open streams are doing.
+                _ = self.flood.notified(), if cut_off.is_none() => {
+                    tracing::debug!(%peer, "HTTP/2 frame flood: closing the connection");
+                    metrics::counter!("gatehouse_h2_floods_total").increment(1);
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    shut_down(conn.as_mut());
+                    cut_off = Some(Instant::now() + H2_FLOOD_GRACE);
+                }
+                _ = tokio::time::sleep_until(cut_off.unwrap_or_else(Instant::now).into()), if cut_off.is_some() => {
+                    return Err(io::Error::other("HTTP/2 frame flood"));
+                }
+                _ = self.stop.changed(), if !closing => {
+                    closing = true;
+                    shut_down(conn.as_mut());
+                }
+                _ = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
+                    let now_since = Duration::from_millis(self.activity.load(Ordering::Relaxed));
+                    if now_since == since {
+                        closing = true;
+                        shut_down(conn.as_mut());
+                    }
                 }
             }
         }

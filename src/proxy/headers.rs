@@ -2,59 +2,79 @@
 
 use crate::client_ip::ClientIp;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that never cross the gateway.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 /// Fields a client could use to claim an identity, an address or a different
 /// URL. They are removed from every request before gatehouse sets its own
 /// (SECURITY-TESTS 13, 18, 19, 20).
-const CLIENT_CLAIMS: &[&str] = &[
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-real-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "fastly-client-ip",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-forwarded-for",
-];
+fn is_client_claim(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-real-ip"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "fastly-client-ip"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "x-original-forwarded-for"
+    )
+}
+
+// The fields gatehouse sets itself, named once (no parsing per request).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = header::FORWARDED;
 
 /// Remove hop-by-hop fields, including every field the `Connection` header
 /// names. Names listed in `Connection` are removed only when they are not
 /// headers gatehouse sets itself afterwards, so `Connection: close,
 /// X-Forwarded-For` cannot make gatehouse's own fields disappear.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    // One pass over the names present (a handful), rather than one hashed
+    // lookup per listed name: most requests have nothing to remove, and then
+    // nothing is allocated.
+    let mut doomed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    doomed.extend(
+        headers
+            .keys()
+            .filter(|k| is_hop_by_hop(k.as_str()))
+            .cloned(),
+    );
+    for name in doomed {
         headers.remove(&name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
     }
 }
 
@@ -63,14 +83,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// and `-` to the same variable, so `X_Gatehouse_User` would alias
 /// `X-Gatehouse-User`; nginx drops them by default for the same reason).
 pub fn strip_client_claims(headers: &mut HeaderMap) {
-    for name in CLIENT_CLAIMS {
-        headers.remove(*name);
-    }
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| {
             let n = k.as_str();
-            n.contains('_') || n.starts_with("x-gatehouse")
+            is_client_claim(n) || n.contains('_') || n.starts_with("x-gatehouse")
         })
         .cloned()
         .collect();
@@ -83,25 +100,29 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
 /// values are replaced, never appended to.
 pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     let ip = client.to_string();
-    let for_value = match client {
-        ClientIp::Known(std::net::IpAddr::V6(v6)) => format!("\"[{v6}]\""),
-        _ => ip.clone(),
+    // The host was validated by the gate (no quotes or backslashes); the
+    // removal is a second line of defence inside the quoted-string.
+    let host_q: Cow<'_, str> = if host.contains(['"', '\\']) {
+        Cow::Owned(host.replace(['"', '\\'], ""))
+    } else {
+        Cow::Borrowed(host)
     };
-    let host_q = host.replace(['"', '\\'], "");
-    let pairs = [
-        ("x-forwarded-for", ip.clone()),
-        ("x-real-ip", ip),
-        ("x-forwarded-proto", "https".to_string()),
-        ("x-forwarded-host", host_q.clone()),
-        (
-            "forwarded",
-            format!("for={for_value};proto=https;host=\"{host_q}\""),
-        ),
-    ];
-    for (name, value) in pairs {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
+    let forwarded = match client {
+        ClientIp::Known(std::net::IpAddr::V6(v6)) => {
+            format!("for=\"[{v6}]\";proto=https;host=\"{host_q}\"")
         }
+        _ => format!("for={ip};proto=https;host=\"{host_q}\""),
+    };
+    if let Ok(v) = HeaderValue::try_from(ip) {
+        headers.insert(X_FORWARDED_FOR, v.clone());
+        headers.insert(X_REAL_IP, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if let Ok(v) = HeaderValue::from_str(&host_q) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
+        headers.insert(FORWARDED, v);
     }
 }
 

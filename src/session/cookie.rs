@@ -37,7 +37,15 @@ impl SessionId {
 
     /// The store key material: hex SHA-256 of the id.
     pub fn digest(&self) -> String {
-        hex::encode(Sha256::digest(self.0.as_bytes()))
+        // Lowercase hex, as `hex::encode` writes it, without its per-char
+        // iterator: this runs on every request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(64);
+        for b in Sha256::digest(self.0.as_bytes()) {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
     }
 
     pub fn as_cookie_value(&self) -> &str {
@@ -160,5 +168,9 @@ mod tests {
         let id = SessionId::generate();
         assert!(!format!("{id:?}").contains(id.as_cookie_value()));
         assert_eq!(id.digest().len(), 64);
+        assert_eq!(
+            id.digest(),
+            hex::encode(Sha256::digest(id.as_cookie_value().as_bytes()))
+        );
     }
 }

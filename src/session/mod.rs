@@ -1,6 +1,7 @@
 //! Sessions: who is signed in, since when, with which dashboard cookies.
 //! `rules` decides (pure), `Sessions` keeps records in the store.
 
+pub mod codec;
 pub mod cookie;
 pub mod record;
 pub mod rules;
@@ -10,7 +11,7 @@ pub use cookie::SessionId;
 pub use record::{EndReason, SecondFactor, SessionRecord, SessionState};
 pub use rules::{SessionRules, Verdict};
 
-use crate::store::{Key, KeyPrefix, Store, StoreError};
+use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
 use std::sync::Arc;
 use vault::Vault;
 
@@ -51,8 +52,7 @@ impl Sessions {
         let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
             return Ok(Lookup::None);
         };
-        let record: SessionRecord = serde_json::from_slice(&rec.value)
-            .map_err(|_| StoreError::Corrupt("undecodable session record".into()))?;
+        let record = decode(&rec.value)?;
         let epoch_ms = epoch
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.trim().parse().ok())
             .unwrap_or(0);
@@ -92,7 +92,7 @@ impl Sessions {
         let ttl = self.rules.ttl(&record, now_ms);
         if !self
             .store
-            .create_json(&Key::Session(digest.clone()), &record, Some(ttl))
+            .create(&Key::Session(digest.clone()), encode(&record), Some(ttl))
             .await?
         {
             return Err(StoreError::Corrupt("session id collision".into()));
@@ -125,7 +125,12 @@ impl Sessions {
         let key = Key::Session(session.digest.clone());
         let ok = self
             .store
-            .cas_json(&key, Some(session.version), &session.record, Some(ttl))
+            .compare_and_set(
+                &key,
+                Some(session.version),
+                encode(&session.record),
+                Some(ttl),
+            )
             .await?;
         if ok {
             session.version += 1;
@@ -141,13 +146,13 @@ impl Sessions {
         reason: EndReason,
     ) -> Result<(), StoreError> {
         let key = Key::Session(digest.to_string());
-        if let Some(current) = self.store.get_json::<SessionRecord>(&key).await? {
+        if let Some(current) = self.read(&key).await? {
             let mut tomb = current.value;
             tomb.state = SessionState::Ended(reason);
             tomb.vault = Vault::default();
             tomb.pending_seed = None;
             self.store
-                .put_json(&key, &tomb, Some(rules::TOMBSTONE_LIFETIME))
+                .put(&key, encode(&tomb), Some(rules::TOMBSTONE_LIFETIME))
                 .await?;
         }
         if let Some(user) = user {
@@ -190,7 +195,7 @@ impl Sessions {
         let mut out = Vec::new();
         for key in self.store.scan_prefix(&KeyPrefix::Sessions).await? {
             if let Key::Session(digest) = &key {
-                if let Some(v) = self.store.get_json::<SessionRecord>(&key).await? {
+                if let Some(v) = self.read(&key).await? {
                     out.push(Session {
                         digest: digest.clone(),
                         record: v.value,
@@ -211,7 +216,7 @@ impl Sessions {
             .await?
         {
             let key = Key::Session(digest.clone());
-            if let Some(v) = self.store.get_json::<SessionRecord>(&key).await? {
+            if let Some(v) = self.read(&key).await? {
                 if !matches!(v.value.state, SessionState::Ended(_)) {
                     out.push(Session {
                         digest,
@@ -224,6 +229,17 @@ impl Sessions {
         Ok(out)
     }
 
+    /// One stored record, decoded.
+    async fn read(&self, key: &Key) -> Result<Option<Versioned<SessionRecord>>, StoreError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(v) => Ok(Some(Versioned {
+                value: decode(&v.value)?,
+                version: v.version,
+            })),
+        }
+    }
+
     /// Still usable? (Checked periodically by open websockets so logout,
     /// timeouts and log-out-all close them too.)
     pub async fn still_live(&self, digest: &str, now_ms: u64) -> Result<bool, StoreError> {
@@ -232,7 +248,7 @@ impl Sessions {
         let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
             return Ok(false);
         };
-        let Ok(record) = serde_json::from_slice::<SessionRecord>(&rec.value) else {
+        let Ok(record) = codec::decode(&rec.value) else {
             return Ok(false);
         };
         let epoch_ms = epoch
@@ -244,4 +260,12 @@ impl Sessions {
                 Verdict::Valid { .. }
             ))
     }
+}
+
+fn encode(record: &SessionRecord) -> bytes::Bytes {
+    codec::encode(record).into()
+}
+
+fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
+    codec::decode(bytes).map_err(|_| StoreError::Corrupt("undecodable session record".into()))
 }

@@ -15,11 +15,11 @@ pub struct Vault {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct VaultCookie {
-    name: String,
-    value: String,
-    path: String,
-    expires_ms: Option<u64>,
+pub(super) struct VaultCookie {
+    pub(super) name: String,
+    pub(super) value: String,
+    pub(super) path: String,
+    pub(super) expires_ms: Option<u64>,
 }
 
 /// Most cookies one session may hold: a dashboard setting hundreds would
@@ -27,6 +27,15 @@ struct VaultCookie {
 const MAX_COOKIES: usize = 50;
 
 impl Vault {
+    /// The cookies as stored (for the record codec).
+    pub(super) fn cookies(&self) -> &[VaultCookie] {
+        &self.cookies
+    }
+
+    pub(super) fn from_cookies(cookies: Vec<VaultCookie>) -> Self {
+        Self { cookies }
+    }
+
     /// Move every HttpOnly `Set-Cookie` of an upstream response into the vault
     /// (honouring Path, Max-Age/Expires and deletion); the browser keeps
     /// receiving cookies JavaScript may read. Returns the names vaulted, and
@@ -157,7 +166,14 @@ pub fn rewrite_request_cookies(
     is_vaulted: &dyn Fn(&str) -> bool,
     inject: &[(&str, &str)],
 ) {
-    let mut out: Vec<String> = Vec::new();
+    // One string, built in place: this runs on every forwarded request.
+    let mut out = String::new();
+    let add = |pair: &str, out: &mut String| {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(pair);
+    };
     for value in headers.get_all(header::COOKIE) {
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
@@ -169,13 +185,17 @@ pub fn rewrite_request_cookies(
             if name.starts_with(own_prefix) || is_vaulted(name) {
                 continue;
             }
-            out.push(pair.to_string());
+            add(pair, &mut out);
         }
     }
-    out.extend(inject.iter().map(|(n, v)| format!("{n}={v}")));
+    for (n, v) in inject {
+        add(n, &mut out);
+        out.push('=');
+        out.push_str(v);
+    }
     headers.remove(header::COOKIE);
     if !out.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&out.join("; ")) {
+        if let Ok(v) = HeaderValue::try_from(out) {
             headers.insert(header::COOKIE, v);
         }
     }

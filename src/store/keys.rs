@@ -7,6 +7,7 @@
 //! never share a string), a name can never close a hash tag early, and a prefix is always a
 //! literal Redis `SCAN MATCH` pattern.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -69,7 +70,14 @@ impl Key {
     /// The encoded key as stored.
     pub fn encode(&self) -> String {
         match self {
-            Key::Session(id) => format!("{SESSION}{}}}", esc(id)),
+            Key::Session(id) => {
+                let id = esc(id);
+                let mut k = String::with_capacity(SESSION.len() + id.len() + 1);
+                k.push_str(SESSION);
+                k.push_str(&id);
+                k.push('}');
+                k
+            }
             Key::UserSessions(u) => user_key(u, "sessions"),
             Key::UserTotp(u) => user_key(u, "totp"),
             Key::UserRecovery(u) => user_key(u, "recovery"),
@@ -204,8 +212,15 @@ const ESCAPED: &AsciiSet = &CONTROLS
     .add(b'\\')
     .add(b' ');
 
-fn esc(s: &str) -> String {
-    utf8_percent_encode(s, ESCAPED).to_string()
+/// Borrowed when nothing needs escaping (session digests, most names): key
+/// encoding runs on every request.
+fn esc(s: &str) -> Cow<'_, str> {
+    // Alphanumerics are never escaped; checking bytes first skips the
+    // encoder's per-char walk for session digests (hex).
+    if s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Cow::Borrowed(s);
+    }
+    utf8_percent_encode(s, ESCAPED).into()
 }
 
 fn unesc(s: &str) -> Option<String> {

@@ -176,11 +176,11 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError
             return Err(StoreError::Config("file: URL without a path".to_owned()));
         }
         let store = EmbeddedStore::open(PathBuf::from(path)).await?;
-        return Ok(Arc::new(timed::Timed(Arc::new(store))));
+        return Ok(Arc::new(timed::Timed::new(Arc::new(store))));
     }
     let store =
         RedisStore::connect(url, settings.connect_timeout, settings.command_timeout).await?;
-    Ok(Arc::new(timed::Timed(Arc::new(store))))
+    Ok(Arc::new(timed::Timed::new(Arc::new(store))))
 }
 
 /// Typed JSON records on top of the byte operations, so callers work with serde structs.
