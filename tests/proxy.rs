@@ -270,6 +270,7 @@ async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let client = dir.client();
     let cookie = sign_in(&client, addr, "alice@example.com", "Alice-pass-1").await;
+    let baseline = rss_kib(gw.pid());
     let sampler = RssSampler::start(gw.pid());
 
     // Download, hashing as it streams.
@@ -339,10 +340,17 @@ async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
     );
 
     let max_rss = sampler.max();
-    assert!(max_rss > 0, "could not read the gateway's RSS");
     assert!(
-        max_rss < 64 * 1024,
-        "gateway RSS reached {max_rss} KiB while streaming {SIZE} bytes"
+        max_rss > 0 && baseline > 0,
+        "could not read the gateway's RSS"
+    );
+    // What streaming adds, not the debug binary's own size (about 48 MiB
+    // here; the release binary's absolute RSS is measured by bench/run):
+    // 192 MiB each way must move through a few buffers, not pile up.
+    let grown = max_rss.saturating_sub(baseline);
+    assert!(
+        grown < 32 * 1024,
+        "gateway RSS grew by {grown} KiB (from {baseline} to {max_rss} KiB) while streaming {SIZE} bytes each way"
     );
 }
 
