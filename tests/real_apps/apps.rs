@@ -196,6 +196,11 @@ pub fn django_admin() -> App {
 
 /// JupyterLab with a password (no token), on its own config and data dirs.
 pub fn jupyterlab() -> App {
+    jupyterlab_under("/")
+}
+
+/// JupyterLab serving everything under `base_url` (e.g. "/jupyter/").
+pub fn jupyterlab_under(base_url: &str) -> App {
     let venv = venv();
     let dir = tempfile::Builder::new()
         .prefix("gatehouse-jupyter-")
@@ -227,6 +232,7 @@ pub fn jupyterlab() -> App {
         &format!("--ServerApp.root_dir={}", home.display()),
         &format!("--PasswordIdentityProvider.hashed_password={hashed}"),
         "--IdentityProvider.token=",
+        &format!("--ServerApp.base_url={base_url}"),
         // Behind a TLS-terminating proxy: believe its X-Forwarded-Proto/-For.
         "--ServerApp.trust_xheaders=True",
         // No calls home from a test machine.
@@ -239,5 +245,5 @@ pub fn jupyterlab() -> App {
     .env("JUPYTER_RUNTIME_DIR", home.join("runtime"))
     .env("IPYTHONDIR", home.join("ipython"))
     .current_dir(home);
-    App::spawn(cmd, port, dir, "/login")
+    App::spawn(cmd, port, dir, &format!("{base_url}login"))
 }

@@ -810,3 +810,57 @@ async fn login_probe_writes_a_section_that_signs_in_and_out_of_jupyterlab() {
     assert_eq!(after.status, StatusCode::FOUND);
     assert_eq!(after.header("location"), Some("/login"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jupyterlab_under_a_path_prefix_signs_in_serves_its_api_and_logs_out() {
+    // The recipe with the prefix written into its paths, as docs/recipes.md says.
+    let app = tokio::task::spawn_blocking(|| apps::jupyterlab_under("/jupyter/"))
+        .await
+        .expect("jupyter");
+    let section = recipe("jupyterlab")
+        .replace("path = \"/login\"", "path = \"/jupyter/login\"")
+        .replace("[\"/logout\"]", "[\"/jupyter/logout\"]")
+        .replace(
+            "[\"/login\", \"/static/\"]",
+            "[\"/jupyter/login\", \"/jupyter/static/\"]",
+        )
+        .replace(
+            "location_not = \"/login\"",
+            "location_not = \"/jupyter/login\"",
+        );
+    assert!(section.contains("/jupyter/static/"), "{section}");
+    let gw = TestGateway::start(
+        &Config::default().rest(&format!("{section}\n[two_factor]\nmode = \"off\"")),
+        &app.url(),
+    )
+    .await;
+    let mut jar = Jar::default();
+    // Signed out, the app's pages send the browser to its prefixed login.
+    let lab = browse(&gw, &mut jar, "GET", "/jupyter/lab", None).await;
+    assert_eq!(lab.status, StatusCode::FOUND);
+    assert_eq!(lab.header("location"), Some("/jupyter/login"));
+    let page = browse(&gw, &mut jar, "GET", "/jupyter/login", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("_xsrf", jar.0.get("_xsrf").map_or("", |v| v.as_str()))
+        .append_pair("password", apps::JUPYTER_PASSWORD)
+        .finish();
+    let ok = browse(&gw, &mut jar, "POST", "/jupyter/login", Some(form)).await;
+    assert_eq!(ok.status, StatusCode::FOUND, "{}", ok.text());
+    assert!(jar.0.contains_key("__Host-gatehouse"));
+    // The login cookie (Path=/jupyter/) rides along from the vault.
+    let api = browse(&gw, &mut jar, "GET", "/jupyter/api/contents", None).await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.text());
+    let outside = browse(&gw, &mut jar, "GET", "/api/contents", None).await;
+    assert_ne!(
+        outside.status,
+        StatusCode::OK,
+        "nothing is served outside the prefix"
+    );
+    let out = browse(&gw, &mut jar, "GET", "/jupyter/logout", None).await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert!(
+        !jar.0.contains_key("__Host-gatehouse"),
+        "logout ended the session"
+    );
+}
