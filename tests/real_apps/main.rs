@@ -93,8 +93,13 @@ async fn pass_challenge(browser: &Browser, recovery_code: &str) {
     browser.click("#verify").await;
 }
 
+/// Milliseconds, as the gateway's clock counts them: log-out-all ends the
+/// sessions started before this instant, so it must not be rounded down.
 fn now_ms() -> u64 {
-    now_secs() * 1000
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64
 }
 
 async fn cookie_names(browser: &Browser) -> Vec<String> {
