@@ -328,18 +328,13 @@ impl Gate {
                 // A JSON client gets the challenge id in the body instead of
                 // a cookie and a page (docs/api.md); the dashboard's answer
                 // and its cookies stay in the vault until the code is right.
-                let body = serde_json::json!({
-                    "two_factor_required": true,
-                    "challenge": id.as_cookie_value(),
-                });
-                let mut r = Response::new(proxy::full(body.to_string()));
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                return Ok(r);
+                return Ok(json_answer(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "two_factor_required": true,
+                        "challenge": id.as_cookie_value(),
+                    }),
+                ));
             }
             let to = match step {
                 SecondFactor::Challenge => own_pages::CHALLENGE,
@@ -351,18 +346,10 @@ impl Gate {
                 // answer. It gets a success it can parse (the dashboard's own
                 // answer stays in the vault with its tokens) and shows the
                 // app, whose next page load gatehouse sends to `location`.
-                let body = serde_json::json!({
-                    "two_factor_required": true,
-                    "location": to,
-                });
-                let mut r = Response::new(proxy::full(body.to_string()));
-                let h = r.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                r
+                json_answer(
+                    StatusCode::OK,
+                    &serde_json::json!({ "two_factor_required": true, "location": to }),
+                )
             } else {
                 redirect(StatusCode::SEE_OTHER, to)
             };
@@ -648,8 +635,12 @@ pub(crate) fn is_machine(h: &HeaderMap) -> bool {
 
 /// A small JSON error answer `{"error": code}`.
 pub(crate) fn json_error(status: StatusCode, code: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code }).to_string();
-    let mut r = Response::new(proxy::full(body));
+    json_answer(status, &serde_json::json!({ "error": code }))
+}
+
+/// A JSON answer of gatehouse's own, never cached.
+fn json_answer(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(proxy::full(body.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

@@ -47,6 +47,32 @@ fn recipe(name: &str) -> String {
     doc[start..start + len].to_string()
 }
 
+/// Start an app (installing the venv first if needed) off the async threads.
+async fn start(app: fn() -> apps::App) -> apps::App {
+    tokio::task::spawn_blocking(app).await.expect("app start")
+}
+
+fn base(gw: &TestGateway) -> String {
+    format!("https://127.0.0.1:{}", gw.addr().port())
+}
+
+/// Django's own login form, filled and sent.
+async fn django_sign_in(browser: &Browser) {
+    browser.wait_for("#id_username", WAIT).await;
+    browser.fill("#id_username", apps::DJANGO_USER).await;
+    browser.fill("#id_password", apps::DJANGO_PASSWORD).await;
+    browser.submit("#login-form").await;
+}
+
+/// Jupyter's own password-only form, filled and sent.
+async fn jupyter_sign_in(browser: &Browser) {
+    browser.wait_for("#password_input", WAIT).await;
+    browser
+        .fill("#password_input", apps::JUPYTER_PASSWORD)
+        .await;
+    browser.submit("form").await;
+}
+
 async fn gateway_for(app: &apps::App, recipe_name: &str) -> TestGateway {
     let config = Config::default().rest(&recipe(recipe_name));
     TestGateway::start(&config, &app.url()).await
@@ -154,20 +180,15 @@ fn request(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn django_admin_works_behind_gatehouse_from_its_own_form_to_its_own_logout() {
-    let app = tokio::task::spawn_blocking(apps::django_admin)
-        .await
-        .expect("django");
+    let app = start(apps::django_admin).await;
     let gw = gateway_for(&app, "django-admin").await;
-    let base = format!("https://127.0.0.1:{}", gw.addr().port());
+    let base = base(&gw);
     within("the Django admin flow", async {
         let browser = Browser::launch().await;
 
         // Signed out, the admin sends the browser to Django's own login form.
         browser.goto(&format!("{base}/admin/")).await;
-        browser.wait_for("#id_username", WAIT).await;
-        browser.fill("#id_username", apps::DJANGO_USER).await;
-        browser.fill("#id_password", apps::DJANGO_PASSWORD).await;
-        browser.submit("#login-form").await;
+        django_sign_in(&browser).await;
 
         // Django accepted the password (its CSRF check passed through the
         // gateway); gatehouse asks for the second factor before any page.
@@ -214,9 +235,7 @@ async fn django_admin_works_behind_gatehouse_from_its_own_form_to_its_own_logout
 
         // Signed in again (challenge now), then an admin logs out everyone:
         // the next page load is gatehouse's, not Django's.
-        browser.fill("#id_username", apps::DJANGO_USER).await;
-        browser.fill("#id_password", apps::DJANGO_PASSWORD).await;
-        browser.submit("#login-form").await;
+        django_sign_in(&browser).await;
         pass_challenge(&browser, &codes[0]).await;
         browser.wait_for("#result_list", WAIT).await;
         gw.handle
@@ -286,9 +305,7 @@ async fn django_session_cookie(app: &apps::App) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn django_session_cookie_without_a_gatehouse_session_is_refused() {
-    let app = tokio::task::spawn_blocking(apps::django_admin)
-        .await
-        .expect("django");
+    let app = start(apps::django_admin).await;
     let gw = gateway_for(&app, "django-admin").await;
     let stolen = django_session_cookie(&app).await;
     let client = gw.client();
@@ -367,21 +384,15 @@ const done = arguments[arguments.length - 1];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jupyterlab_works_behind_gatehouse_with_its_api_and_kernel_websockets() {
-    let app = tokio::task::spawn_blocking(apps::jupyterlab)
-        .await
-        .expect("jupyter");
+    let app = start(apps::jupyterlab).await;
     let gw = gateway_for(&app, "jupyterlab").await;
-    let base = format!("https://127.0.0.1:{}", gw.addr().port());
+    let base = base(&gw);
     within("the JupyterLab flow", async {
         let browser = Browser::launch().await;
 
         // Jupyter's own password-only form.
         browser.goto(&format!("{base}/lab")).await;
-        browser.wait_for("#password_input", WAIT).await;
-        browser
-            .fill("#password_input", apps::JUPYTER_PASSWORD)
-            .await;
-        browser.submit("form").await;
+        jupyter_sign_in(&browser).await;
         let codes = enroll(&browser).await;
 
         // The single-page app loads where the browser was going…
@@ -448,11 +459,7 @@ async fn jupyterlab_works_behind_gatehouse_with_its_api_and_kernel_websockets() 
         // Signed in again (the challenge), then Jupyter's own logout ends
         // the gatehouse session too.
         browser.goto(&format!("{base}/lab")).await;
-        browser.wait_for("#password_input", WAIT).await;
-        browser
-            .fill("#password_input", apps::JUPYTER_PASSWORD)
-            .await;
-        browser.submit("form").await;
+        jupyter_sign_in(&browser).await;
         pass_challenge(&browser, &codes[0]).await;
         browser.wait_for("#jp-main-dock-panel", WAIT).await;
         browser.goto(&format!("{base}/logout")).await;
@@ -521,9 +528,7 @@ async fn jupyter_session_cookie(app: &apps::App, gateway_host: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jupyter_login_cookie_without_a_gatehouse_session_is_refused() {
-    let app = tokio::task::spawn_blocking(apps::jupyterlab)
-        .await
-        .expect("jupyter");
+    let app = start(apps::jupyterlab).await;
     let gw = gateway_for(&app, "jupyterlab").await;
     let host = format!("127.0.0.1:{}", gw.addr().port());
     let stolen = jupyter_session_cookie(&app, &host).await;
@@ -674,9 +679,7 @@ fn probed_settings(app: &apps::App, section: &str) -> gatehouse::auth::login::Lo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn login_probe_writes_a_section_that_signs_in_and_out_of_django_admin() {
-    let app = tokio::task::spawn_blocking(apps::django_admin)
-        .await
-        .expect("django");
+    let app = start(apps::django_admin).await;
     let url = format!("{}/admin/", app.url());
     let section = tokio::task::spawn_blocking(move || login_probe(&url))
         .await
@@ -750,9 +753,7 @@ async fn login_probe_writes_a_section_that_signs_in_and_out_of_django_admin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn login_probe_writes_a_section_that_signs_in_and_out_of_jupyterlab() {
-    let app = tokio::task::spawn_blocking(apps::jupyterlab)
-        .await
-        .expect("jupyter");
+    let app = start(apps::jupyterlab).await;
     let url = format!("{}/lab", app.url());
     let section = tokio::task::spawn_blocking(move || login_probe(&url))
         .await
@@ -819,9 +820,7 @@ async fn login_probe_writes_a_section_that_signs_in_and_out_of_jupyterlab() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jupyterlab_under_a_path_prefix_signs_in_serves_its_api_and_logs_out() {
     // The recipe with the prefix written into its paths, as docs/recipes.md says.
-    let app = tokio::task::spawn_blocking(|| apps::jupyterlab_under("/jupyter/"))
-        .await
-        .expect("jupyter");
+    let app = start(|| apps::jupyterlab_under("/jupyter/")).await;
     let section = recipe("jupyterlab")
         .replace("path = \"/login\"", "path = \"/jupyter/login\"")
         .replace("[\"/logout\"]", "[\"/jupyter/logout\"]")
