@@ -82,6 +82,126 @@ async fn two_gateway_processes_on_one_redis_share_sessions_revocations_and_locko
     assert!(up.seen().is_empty());
 }
 
+/// `gatehouse admin … --json` with the config of a running gateway (through its control
+/// socket).
+fn admin(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(support::process::BIN)
+        .args([
+            "admin",
+            "--config",
+            config.to_str().expect("path"),
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .expect("run gatehouse admin");
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// How many times the gateway behind `metrics` read sessions from the store.
+async fn store_reads(metrics: u16) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+        .await
+        .expect("metrics listener");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.expect("read");
+    text.lines()
+        .find(|l| l.starts_with("gatehouse_store_seconds_count{op=\"get_many\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_session_cache_a_session_ended_through_one_gateway_is_refused_by_another_on_the_very_next_request(
+) {
+    let redis = RedisServer::start();
+    let up = Recorder::start().await;
+    let (dir_a, dir_b) = (TestDir::new(), TestDir::new());
+    let (port_a, port_b, metrics_b) = (free_port(), free_port(), free_port());
+    // The session cache is on by default.
+    let config = shared_config(&redis);
+    let mut config_b = config.clone();
+    config_b.metrics = Some(format!("127.0.0.1:{metrics_b}"));
+    let _a = gateway_process(&dir_a, &config, &up.url(), port_a);
+    let _b = gateway_process(&dir_b, &config_b, &up.url(), port_b);
+    let config_file_a = dir_a.path().join("gatehouse.toml");
+    let addr = |p: u16| -> std::net::SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
+    let client = support::gateway::Client::trusting(&[&dir_a.cert, &dir_b.cert]);
+    let on = |port: u16, req| {
+        let client = client.clone();
+        async move { client.send(addr(port), Version::HTTP_11, req).await }
+    };
+
+    for round in 0..8 {
+        let user = format!("user{round}@example.com");
+        let cookie = session_cookie(&on(port_a, login_post(&user, PASSWORD, "", &[])).await)
+            .expect("session from A");
+        // B serves the session from its cache: a few requests, at most one store read.
+        let reads_before = store_reads(metrics_b).await;
+        for _ in 0..4 {
+            assert_eq!(
+                on(port_b, get_with("/home", &cookie, &[])).await.status,
+                StatusCode::OK
+            );
+        }
+        let reads = store_reads(metrics_b).await - reads_before;
+        assert!(
+            reads <= 1,
+            "round {round}: B read the store {reads} times for 4 requests: no cache"
+        );
+
+        // Ended through A (its own logout, or the admin CLI through A's control socket).
+        let how = match round % 4 {
+            0 => {
+                let r = on(port_a, get_with("/logout", &cookie, &[])).await;
+                assert_eq!(r.status, StatusCode::OK);
+                "logout"
+            }
+            1 => {
+                let list = admin(&config_file_a, &["sessions", "list"]);
+                let reference = list
+                    .as_array()
+                    .and_then(|l| l.iter().find(|s| s["user"] == user.as_str()))
+                    .and_then(|s| s["reference"].as_str())
+                    .expect("session reference")
+                    .to_owned();
+                admin(&config_file_a, &["sessions", "revoke", &reference]);
+                "revoke"
+            }
+            2 => {
+                admin(&config_file_a, &["logout", &user]);
+                "per-user logout"
+            }
+            _ => {
+                // Log-out-all ends sessions started before its millisecond.
+                std::thread::sleep(Duration::from_millis(5));
+                admin(&config_file_a, &["logout-all"]);
+                "log out all"
+            }
+        };
+        up.clear();
+        let next = on(port_b, get_with("/home", &cookie, &[])).await;
+        assert_ne!(
+            next.status,
+            StatusCode::OK,
+            "round {round}: B served a session ended by {how} through A"
+        );
+        assert!(
+            up.seen().is_empty(),
+            "round {round}: {how}: the request reached the dashboard"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_outage_fails_closed_logs_once_and_heals_without_restart() {
     let mut redis = RedisServer::start();

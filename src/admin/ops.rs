@@ -66,7 +66,13 @@ pub struct Admin {
 impl Admin {
     /// Open the configured store directly (CLI, recovery when nobody can sign in).
     pub async fn open(settings: Arc<Settings>) -> Result<Self, AdminError> {
-        let store = crate::store::open(&settings.store).await?;
+        // A one-off command keeps no copies: it would hold a lease that every other
+        // gateway's writes wait out after it exits. Its own writes are still announced.
+        let one_off = crate::store::StoreSettings {
+            cache_sessions: false,
+            ..settings.store.clone()
+        };
+        let store = crate::store::open(&one_off).await?;
         let sealer = Arc::new(Sealer::load_or_create(&settings.store.secret_key_file)?);
         Ok(Self::over(store, sealer, settings))
     }

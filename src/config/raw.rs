@@ -183,6 +183,8 @@ pub struct RawStore {
     pub connect_timeout: Dur,
     /// Longest wait for one store operation; past it the request fails closed.
     pub command_timeout: Dur,
+    /// Keep session records in memory between requests.
+    pub cache_sessions: bool,
 }
 
 impl Default for RawStore {
@@ -192,6 +194,7 @@ impl Default for RawStore {
             secret_key_file: "/var/lib/gatehouse/secret.key".into(),
             connect_timeout: Dur(Duration::from_secs(2)),
             command_timeout: Dur(Duration::from_secs(1)),
+            cache_sessions: true,
         }
     }
 }

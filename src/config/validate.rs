@@ -350,6 +350,7 @@ fn validate(
         secret_key_file: resolve(base, &raw.store.secret_key_file),
         connect_timeout: raw.store.connect_timeout.0,
         command_timeout: raw.store.command_timeout.0,
+        cache_sessions: raw.store.cache_sessions,
     };
     if !matches!(raw.logging.format.as_str(), "text" | "json") {
         issues.push(ConfigIssue::new(

@@ -4,6 +4,7 @@
 //! Every value record carries a version (for compare-and-set). Sets and capped lists are
 //! separate record kinds without versions. Keys are typed (`Key`) and encoded here only.
 
+pub mod cache;
 mod embedded;
 mod keys;
 mod redis;
@@ -37,6 +38,8 @@ pub struct StoreSettings {
     pub connect_timeout: Duration,
     /// How long one store operation may take before it fails with `StoreError::Timeout`.
     pub command_timeout: Duration,
+    /// Keep session records in memory between requests (see `cache.rs`).
+    pub cache_sessions: bool,
 }
 
 impl Default for StoreSettings {
@@ -46,6 +49,7 @@ impl Default for StoreSettings {
             secret_key_file: PathBuf::from("/var/lib/gatehouse/secret.key"),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(1),
+            cache_sessions: true,
         }
     }
 }
@@ -176,11 +180,26 @@ pub async fn open(settings: &StoreSettings) -> Result<Arc<dyn Store>, StoreError
             return Err(StoreError::Config("file: URL without a path".to_owned()));
         }
         let store = EmbeddedStore::open(PathBuf::from(path)).await?;
-        return Ok(Arc::new(timed::Timed::new(Arc::new(store))));
+        let timed: Arc<dyn Store> = Arc::new(timed::Timed::new(Arc::new(store)));
+        // redb lets one process open the file: no other writer can make a copy stale.
+        return Ok(match settings.cache_sessions {
+            true => Arc::new(cache::Cached::new(timed, cache::Cache::local())),
+            false => timed,
+        });
     }
-    let store =
-        RedisStore::connect(url, settings.connect_timeout, settings.command_timeout).await?;
-    Ok(Arc::new(timed::Timed::new(Arc::new(store))))
+    let store = RedisStore::connect(
+        url,
+        settings.connect_timeout,
+        settings.command_timeout,
+        settings.cache_sessions,
+    )
+    .await?;
+    let cache = store.cache();
+    let timed: Arc<dyn Store> = Arc::new(timed::Timed::new(store));
+    Ok(match cache {
+        Some(cache) => Arc::new(cache::Cached::new(timed, cache)),
+        None => timed,
+    })
 }
 
 /// Typed JSON records on top of the byte operations, so callers work with serde structs.

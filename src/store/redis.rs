@@ -8,9 +8,11 @@
 //! never a default. The connection reconnects by itself (ConnectionManager, the cluster client,
 //! or a fresh Sentinel lookup), so the same store works again once Redis is back.
 
+mod changes;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,11 +27,19 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
 
+use super::cache::{cached_kind, Cache};
 use super::{Key, KeyPrefix, Store, StoreError, Versioned};
+use changes::Changes;
 
 pub struct RedisStore {
     backend: Backend,
+    connect_timeout: Duration,
     command_timeout: Duration,
+    /// Announcing writes of cached kinds to every gateway (not on a Cluster, where gateways
+    /// do not cache).
+    changes: Option<Arc<Changes>>,
+    /// The task keeping the subscription and the lease.
+    keeper: Mutex<Option<tokio::task::AbortHandle>>,
     healthy: AtomicBool,
     /// Redis refused a write because it cannot take writes now (a replica,
     /// too few replicas, a failed save). Until a probe write succeeds, every
@@ -40,12 +50,15 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Connects to the deployment named by `url` within `connect_timeout`. Fails when Redis
-    /// cannot be reached, so `check-config` and startup report it at once.
+    /// cannot be reached, so `check-config` and startup report it at once. With
+    /// `cache_sessions`, the store keeps a [`Cache`] (see [`RedisStore::cache`]) whose
+    /// copies other gateways' writes evict.
     pub async fn connect(
         url: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
-    ) -> Result<RedisStore, StoreError> {
+        cache_sessions: bool,
+    ) -> Result<Arc<RedisStore>, StoreError> {
         let backend = match Scheme::of(url)? {
             Scheme::Single => Backend::single(url, connect_timeout, command_timeout).await?,
             Scheme::Sentinel { tls } => Backend::sentinel(url, tls, connect_timeout).await?,
@@ -53,13 +66,66 @@ impl RedisStore {
                 Backend::cluster(url, tls, connect_timeout, command_timeout).await?
             }
         };
-        let store = RedisStore {
+        // A Cluster spreads subscribers over nodes and PUBLISH counts only its own, so
+        // gateways on a Cluster read the store on every request instead.
+        let changes = match backend {
+            Backend::Cluster(_) => {
+                if cache_sessions {
+                    tracing::info!("session cache off: not available with Redis Cluster");
+                }
+                None
+            }
+            _ => Some(Arc::new(Changes::new(cache_sessions.then(Cache::leased)))),
+        };
+        // Subscribed before the first write, so that even a short-lived admin command hears
+        // the other gateways' answers.
+        let first = match &changes {
+            Some(_) => match backend.pubsub(connect_timeout).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to Redis yet; retrying");
+                    None
+                }
+            },
+            None => None,
+        };
+        let store = Arc::new(RedisStore {
             backend,
+            connect_timeout,
             command_timeout,
+            changes,
+            keeper: Mutex::new(None),
             healthy: AtomicBool::new(true),
             refuses_writes: AtomicBool::new(false),
-        };
+        });
+        if let Some(changes) = &store.changes {
+            let task = tokio::spawn(changes.clone().keep(Arc::downgrade(&store), first));
+            if let Ok(mut keeper) = store.keeper.lock() {
+                *keeper = Some(task.abort_handle());
+            }
+        }
         Ok(store)
+    }
+
+    /// The cache other gateways' writes evict, when this store keeps one.
+    pub fn cache(&self) -> Option<Arc<Cache>> {
+        self.changes.as_ref().and_then(|c| c.cache())
+    }
+
+    /// Tells the other gateways about a write of a cached kind (see `changes.rs`).
+    async fn announce(&self, key: &Key) -> Result<(), StoreError> {
+        match &self.changes {
+            Some(changes) if cached_kind(key) => changes.announce(self, key).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.keeper.get_mut().ok().and_then(|k| k.take()) {
+            task.abort();
+        }
     }
 }
 
@@ -106,14 +172,17 @@ impl Store for RedisStore {
 
     async fn put(&self, key: &Key, value: Bytes, ttl: Option<Duration>) -> Result<u64, StoreError> {
         let k = key.encode();
-        self.run(|mut c| async move {
-            PUT.key(k)
-                .arg(value.as_ref())
-                .arg(ttl_ms(ttl))
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        let version = self
+            .run(|mut c| async move {
+                PUT.key(k)
+                    .arg(value.as_ref())
+                    .arg(ttl_ms(ttl))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.announce(key).await?;
+        Ok(version)
     }
 
     async fn create(
@@ -144,6 +213,9 @@ impl Store for RedisStore {
                     .await
             })
             .await?;
+        if written == 1 {
+            self.announce(key).await?;
+        }
         Ok(written == 1)
     }
 
@@ -152,13 +224,19 @@ impl Store for RedisStore {
         let n: i64 = self
             .run(|mut c| async move { redis::cmd("DEL").arg(k).query_async(&mut c).await })
             .await?;
+        if n > 0 {
+            self.announce(key).await?;
+        }
         Ok(n > 0)
     }
 
     async fn incr(&self, key: &Key, ttl: Option<Duration>) -> Result<i64, StoreError> {
         let k = key.encode();
-        self.run(|mut c| async move { INCR.key(k).arg(ttl_ms(ttl)).invoke_async(&mut c).await })
-            .await
+        let n = self
+            .run(|mut c| async move { INCR.key(k).arg(ttl_ms(ttl)).invoke_async(&mut c).await })
+            .await?;
+        self.announce(key).await?;
+        Ok(n)
     }
 
     async fn set_add(&self, key: &Key, member: &str) -> Result<bool, StoreError> {
@@ -576,7 +654,7 @@ fn connect_timed_out() -> StoreError {
 }
 
 enum Backend {
-    Single(ConnectionManager),
+    Single(ConnectionManager, Box<redis::Client>),
     Sentinel(Box<Sentinel>),
     Cluster(ClusterConnection),
 }
@@ -596,6 +674,7 @@ impl Backend {
         command: Duration,
     ) -> Result<Backend, StoreError> {
         let client = redis::Client::open(url).map_err(bad_url)?;
+        let pubsub_client = client.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect))
             .set_response_timeout(Some(command))
@@ -605,7 +684,7 @@ impl Backend {
                 .await
                 .map_err(|_| connect_timed_out())?
                 .map_err(connect_failed)?;
-        Ok(Backend::Single(manager))
+        Ok(Backend::Single(manager, Box::new(pubsub_client)))
     }
 
     async fn sentinel(url: &str, tls: bool, connect: Duration) -> Result<Backend, StoreError> {
@@ -679,10 +758,31 @@ impl Backend {
 
     async fn conn(&self) -> Result<Conn, StoreError> {
         match self {
-            Backend::Single(m) => Ok(Conn::Manager(m.clone())),
+            Backend::Single(m, _) => Ok(Conn::Manager(m.clone())),
             Backend::Cluster(c) => Ok(Conn::Cluster(c.clone())),
             Backend::Sentinel(s) => s.connection().await.map(Conn::Multiplexed),
         }
+    }
+
+    /// A connection for subscriptions (not on a Cluster).
+    async fn pubsub(&self, timeout: Duration) -> Result<redis::aio::PubSub, StoreError> {
+        let connect = async {
+            match self {
+                Backend::Single(_, client) => client.get_async_pubsub().await,
+                Backend::Sentinel(s) => {
+                    let client = s.client.lock().await.async_get_client().await?;
+                    client.get_async_pubsub().await
+                }
+                Backend::Cluster(_) => Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "no subscriptions on a Cluster",
+                ))),
+            }
+        };
+        tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| connect_timed_out())?
+            .map_err(connect_failed)
     }
 
     fn forget_connection(&self) {
