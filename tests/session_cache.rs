@@ -270,3 +270,72 @@ async fn a_gateway_cut_off_without_a_close_stops_serving_copies_before_the_write
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The `ACL SETUSER` line `docs/redis.md` gives operators, with `password` filled in.
+fn documented_acl(password: &str) -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/redis.md")).unwrap();
+    let start = doc.find("ACL SETUSER").expect("docs/redis.md gives an ACL");
+    let block = &doc[start..];
+    let block = &block[..block.find("```").expect("end of the ACL block")];
+    block
+        .replace("\\\n", " ")
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.replace("CHANGE-ME-long-random", password))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_acl_in_docs_redis_md_lets_gateways_share_sessions_and_the_cache() {
+    let server = redis().await;
+    let client = raw(&server.url());
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut setuser = redis::cmd("ACL");
+    for arg in documented_acl("s3cret-for-test") {
+        setuser.arg(arg);
+    }
+    setuser.query_async::<()>(&mut c).await.unwrap();
+    let url = format!(
+        "redis://gatehouse:s3cret-for-test@127.0.0.1:{}",
+        server.port()
+    );
+    let (a, b) = (open(url.clone()).await, open(url).await);
+
+    // Every kind of operation the gateway uses.
+    let key = Key::Session("acl".into());
+    assert!(a.create(&key, Bytes::from("live"), None).await.unwrap());
+    until_cached(&b, &client, &key).await;
+    a.put(&key, Bytes::from("ended"), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(value(&b, &key).await, Some(Bytes::from("ended")));
+    let user = "alice@example.com".to_owned();
+    a.incr(&Key::FailUser(user.clone()), Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    a.set_add(&Key::UserSessions(user.clone()), "x")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.set_members(&Key::UserSessions(user.clone()))
+            .await
+            .unwrap(),
+        vec!["x".to_owned()]
+    );
+    a.list_push_capped(&Key::Logins(user.clone()), Bytes::from("l"), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.list_range(&Key::Logins(user), 0, 3).await.unwrap().len(),
+        1
+    );
+    assert!(!b
+        .scan_prefix(&gatehouse::store::KeyPrefix::Sessions)
+        .await
+        .unwrap()
+        .is_empty());
+    b.ping().await.unwrap();
+    assert!(a.delete(&key).await.unwrap());
+    assert_eq!(value(&b, &key).await, None);
+}
