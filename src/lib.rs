@@ -217,6 +217,8 @@ impl Handle {
     /// Stop accepting, let in-flight requests finish up to `deadline`.
     /// Returns false when connections were still open at the deadline.
     pub async fn shutdown(self, deadline: Duration) -> bool {
-        self.serving.drain(deadline).await
+        let drained = self.serving.drain(deadline).await;
+        self.gate.store.close().await;
+        drained
     }
 }

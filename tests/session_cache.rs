@@ -339,3 +339,35 @@ async fn the_acl_in_docs_redis_md_lets_gateways_share_sessions_and_the_cache() {
     assert!(a.delete(&key).await.unwrap());
     assert_eq!(value(&b, &key).await, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_gateway_gives_up_its_lease_so_writers_stop_waiting_for_it() {
+    let server = redis().await;
+    let client = raw(&server.url());
+    let (a, b) = (open(server.url()).await, open(server.url()).await);
+    let key = Key::Session("s".into());
+    assert!(a.create(&key, Bytes::from("live"), None).await.unwrap());
+    until_cached(&a, &client, &key).await;
+    until_cached(&b, &client, &key).await;
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let leases = |c: &mut redis::aio::MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("ZCARD")
+                .arg("gh:gateways")
+                .query_async::<u64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(leases(&mut c).await, 2);
+    b.close().await;
+    assert_eq!(
+        leases(&mut c).await,
+        1,
+        "a stopped gateway still holds a lease"
+    );
+    // And it serves no copy any more.
+    overwrite_behind_the_back(&client, &key, "changed").await;
+    assert_eq!(value(&b, &key).await, Some(Bytes::from("changed")));
+}

@@ -301,6 +301,10 @@ impl Store for Cached {
     fn healthy(&self) -> bool {
         self.inner.healthy()
     }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }
 
 #[cfg(test)]

@@ -154,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the last operation reached the backend (for /readyz and metrics; no I/O).
     fn healthy(&self) -> bool;
+
+    /// The gateway is stopping: give up what others would wait for (the cache lease).
+    async fn close(&self) {}
 }
 
 /// Compare-and-set loops: rounds before a conflicting update becomes an

@@ -352,6 +352,15 @@ impl Store for RedisStore {
     fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    async fn close(&self) {
+        if let Some(task) = self.keeper.lock().ok().and_then(|mut k| k.take()) {
+            task.abort();
+        }
+        if let Some(changes) = &self.changes {
+            changes.release(self).await;
+        }
+    }
 }
 
 impl RedisStore {

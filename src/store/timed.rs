@@ -149,4 +149,8 @@ impl Store for Timed {
     fn healthy(&self) -> bool {
         self.inner.healthy()
     }
+
+    async fn close(&self) {
+        self.inner.close().await
+    }
 }

@@ -148,6 +148,23 @@ impl Changes {
         }
     }
 
+    /// Ends this gateway's lease, so that writers stop waiting for it (the keeper has been
+    /// stopped: no renewal follows).
+    pub async fn release(&self, store: &RedisStore) {
+        let Some(cache) = &self.cache else { return };
+        cache.lose_lease();
+        let id = self.id.clone();
+        let _ = store
+            .run(|mut c| async move {
+                redis::cmd("ZREM")
+                    .arg(GATEWAYS)
+                    .arg(id)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+    }
+
     /// Keeps the subscription (and, when caching, the lease) for as long as the store lives,
     /// subscribing again whenever it breaks.
     pub async fn keep(self: Arc<Self>, store: Weak<RedisStore>, mut first: Option<PubSub>) {
