@@ -9,6 +9,8 @@ use gatehouse::demo::{wav_byte, Dashboard, DashboardOptions, BIG_RECORDING};
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use support::gateway::{get, post_form, Client, Config, TestDir, TestGateway};
 use support::process::{free_port, Proc};
@@ -476,6 +478,90 @@ async fn upstream_down_gives_502_slow_gives_504_and_the_gateway_keeps_serving() 
         let ok = gw.client().send(gw.addr(), version, get("/pub/fine")).await;
         assert_eq!(ok.status, StatusCode::OK);
     }
+}
+
+/// An https dashboard with a certificate of its own, counting the TCP
+/// connections it accepts; answers `tls upstream saw <path>`.
+async fn https_upstream(
+    cert: &gatehouse::config::validate::CertPem,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&cert.cert)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&cert.key).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let text = format!("tls upstream saw {}", req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(text),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstream_trusted_through_ca_file_is_reached_over_one_kept_alive_connection() {
+    let (cert, _) = gatehouse::tls::self_signed(&["127.0.0.1"]).expect("cert");
+    let (addr, accepted) = https_upstream(&cert).await;
+    let ca = tempfile::tempdir().expect("temp dir");
+    let ca_file = ca.path().join("upstream-ca.pem");
+    std::fs::write(&ca_file, &cert.cert).expect("write ca");
+    let config = public().upstream(&format!("ca_file = \"{}\"", ca_file.display()));
+    let gw = TestGateway::start(&config, &format!("https://{addr}")).await;
+    for path in ["/pub/a", "/pub/b", "/pub/c"] {
+        let resp = gw.client().get(gw.addr(), path).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+        assert_eq!(resp.text(), format!("tls upstream saw {path}"));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstream_whose_certificate_ca_file_does_not_sign_gives_502() {
+    let (cert, _) = gatehouse::tls::self_signed(&["127.0.0.1"]).expect("cert");
+    let (other, _) = gatehouse::tls::self_signed(&["127.0.0.1"]).expect("cert");
+    let (addr, accepted) = https_upstream(&cert).await;
+    let ca = tempfile::tempdir().expect("temp dir");
+    let ca_file = ca.path().join("other-ca.pem");
+    std::fs::write(&ca_file, &other.cert).expect("write ca");
+    let config = public().upstream(&format!("ca_file = \"{}\"", ca_file.display()));
+    let gw = TestGateway::start(&config, &format!("https://{addr}")).await;
+    let resp = gw.client().get(gw.addr(), "/pub/a").await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the TCP connection was made"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

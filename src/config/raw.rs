@@ -147,6 +147,8 @@ pub struct RawUpstream {
     /// PEM file with the CA(s) that sign an https upstream's certificate;
     /// absent = the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Time to open a connection to the upstream: TCP and, for https, the
+    /// TLS handshake.
     pub connect_timeout: Dur,
     /// Time from sending the request until the upstream's response head.
     pub response_timeout: Dur,
@@ -154,6 +156,7 @@ pub struct RawUpstream {
     pub preserve_host: bool,
     /// Idle upstream connections kept per gateway.
     pub pool_max_idle: usize,
+    /// An idle upstream connection unused this long is closed.
     pub pool_idle_timeout: Dur,
 }
 

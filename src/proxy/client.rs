@@ -1,16 +1,13 @@
-//! The upstream connection pool and the forwarding of one request.
+//! The forwarding of one request to the upstream, and websocket splicing.
 
 use super::headers;
+use super::pool::{Pool, PoolError, UpstreamBody};
 use super::Body;
 use crate::config::validate::UpstreamSettings;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +25,7 @@ pub enum ProxyError {
 /// A pooled client for the configured upstream.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    pool: Arc<Pool>,
     settings: Arc<UpstreamSettings>,
 }
 
@@ -43,24 +40,10 @@ pub struct Forward<'a> {
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Self, ProxyError> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let tls = client_tls(settings)?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let pool = Pool::new(settings, client_tls(settings)?)
+            .map_err(|e| ProxyError::Setup(format!("upstream.url: {e}")))?;
         Ok(Self {
-            client,
+            pool,
             settings: Arc::new(settings.clone()),
         })
     }
@@ -75,7 +58,7 @@ impl Upstream {
         fwd: Forward<'_>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: Option<Guard>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let fwd_host = fwd.host;
         let upgrade = headers::upgrade_protocol(req.headers());
         headers::strip_hop_by_hop(req.headers_mut());
@@ -86,27 +69,26 @@ impl Upstream {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             req.headers_mut().insert(header::UPGRADE, proto.clone());
         }
-        let host_value = if self.settings.preserve_host {
-            HeaderValue::from_str(fwd.host).ok()
-        } else {
-            HeaderValue::from_str(self.settings.authority.as_str()).ok()
+        let preserved = match self.settings.preserve_host {
+            true => HeaderValue::from_str(fwd.host).ok(),
+            false => None,
         };
+        // Else the upstream's own authority: HTTP/1.1 requires a Host
+        // (RFC 9112 §3.2) and hyper's connection adds none of its own.
+        let host_value =
+            preserved.or_else(|| HeaderValue::from_str(self.settings.authority.as_str()).ok());
         if let Some(h) = host_value {
             req.headers_mut().insert(header::HOST, h);
         }
-        *req.uri_mut() = Uri::builder()
-            .scheme(self.settings.scheme.clone())
-            .authority(self.settings.authority.clone())
-            .path_and_query(fwd.path_and_query)
-            .build()
-            .map_err(|e| ProxyError::Setup(e.to_string()))?;
+        // Origin form (RFC 9112 §3.2.1): the connection already names the upstream.
+        *req.uri_mut() = Uri::from(fwd.path_and_query);
         // The dashboard speaks HTTP/1.1 whatever the browser used.
         *req.version_mut() = Version::HTTP_11;
 
         let timeout = self.settings.response_timeout;
-        let mut resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let mut resp = match tokio::time::timeout(timeout, self.pool.send(req)).await {
             Err(_) => return Err(ProxyError::Timeout(timeout)),
-            Ok(Err(e)) => return Err(classify(e, self.settings.connect_timeout)),
+            Ok(Err(e)) => return Err(classify(e)),
             Ok(Ok(resp)) => resp,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -163,25 +145,11 @@ async fn splice(
     }
 }
 
-fn classify(e: hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
-    if e.is_connect() && is_timeout(&e) {
-        ProxyError::Timeout(connect_timeout)
-    } else {
-        ProxyError::Unreachable(error_chain(&e))
+fn classify(e: PoolError) -> ProxyError {
+    match e {
+        PoolError::ConnectTimeout(after) => ProxyError::Timeout(after),
+        e => ProxyError::Unreachable(error_chain(&e)),
     }
-}
-
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

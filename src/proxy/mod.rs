@@ -1,10 +1,13 @@
-//! Forwarding to the dashboard: the upstream client (pool, timeouts, TLS) and
-//! header hygiene. `proxy` forwards and never looks at auth state.
+//! Forwarding to the dashboard: the upstream client (timeouts, websockets),
+//! its connection pool (HTTP/1.1 over TCP or TLS) and header hygiene. `proxy`
+//! forwards and never looks at auth state.
 
 pub mod client;
 pub mod headers;
+mod pool;
 
 pub use client::{ProxyError, Upstream};
+pub use pool::UpstreamBody;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
