@@ -239,6 +239,14 @@ async fn redis_outage_fails_closed_logs_once_and_heals_without_restart() {
     );
 
     redis.stop();
+    // The session cache goes off as soon as the gateway sees its subscription close; only
+    // then is every request sure to need the (absent) store.
+    assert!(
+        gw.wait_for("session cache off", Duration::from_secs(5))
+            .is_some(),
+        "the gateway kept its session cache with Redis gone: {:?}",
+        gw.log
+    );
     up.clear();
     for _ in 0..5 {
         let started = Instant::now();
