@@ -1972,9 +1972,12 @@ async fn item_38_store_paused_read_only_flushed_or_stopped_never_lets_anyone_in(
         "writable again: served again"
     );
 
-    // Flushed: the session is gone, so the browser must sign in again.
+    // Flushed: the session is gone, so the browser must sign in again. A flush is not a
+    // write any gateway announces: a gateway's session cache learns of it at its next lease
+    // renewal (every 0.5 s), when it finds its lease gone.
     let flushed = support::redis::query(redis.port(), "FLUSHALL");
     assert!(flushed.is_some_and(|r| r.starts_with("+OK")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
     up.clear();
     for v in BOTH {
         let r = send(v, get_with("/home", &cookie, &[])).await;

@@ -125,6 +125,10 @@ impl Cache {
         u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(FOREVER - 1)
     }
 
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Copies of all `keys`, or the generation to insert what the store returns under.
     fn get_all(&self, keys: &[Key]) -> Result<Vec<Option<Versioned>>, u64> {
         let now = Instant::now();
@@ -215,7 +219,10 @@ impl Store for Cached {
             return self.inner.get_many(keys).await;
         }
         let generation = match self.cache.get_all(keys) {
-            Ok(hit) => return Ok(hit),
+            // While the store fails (down, slow, refusing writes) nothing is served from
+            // memory either: a session that could not be ended now is not served.
+            Ok(hit) if self.inner.healthy() => return Ok(hit),
+            Ok(_) => self.cache.generation(),
             Err(generation) => generation,
         };
         let got = self.inner.get_many(keys).await?;

@@ -55,14 +55,13 @@ return {now, redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+i
     )
 });
 
-/// Lua: hold a lease until Redis's now plus ARGV[2] ms.
+/// Lua: hold a lease until Redis's now plus ARGV[2] ms; 1 = the lease was not there.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
-return now
+return redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
 ",
     )
 });
@@ -255,7 +254,7 @@ impl Changes {
         }
         let sent = Instant::now();
         let (id, lease_ms) = (self.id.clone(), LEASE.as_millis() as u64);
-        store
+        let added = store
             .run(|mut c| async move {
                 RENEW
                     .key(GATEWAYS)
@@ -266,6 +265,13 @@ impl Changes {
             })
             .await
             .map_err(|e| format!("lease renewal failed: {e}"))?;
+        if added == 1 {
+            // Our lease was gone: first renewal, pruned after it lapsed, or the keyspace was
+            // flushed behind our back. Whatever the copies were, they go.
+            if let Some(cache) = &self.cache {
+                cache.clear();
+            }
+        }
         Ok(sent + LEASE)
     }
 
