@@ -155,17 +155,24 @@ async fn connection(
     let peer_trusted = live.trusted.contains(peer_ip);
 
     // PROXY protocol and TLS handshake share one deadline, so a peer that
-    // never sends a ClientHello is closed (SECURITY-TESTS 28).
-    let handshake = async {
-        let source =
-            proxy_protocol_source(&mut tcp, peer_ip, peer_trusted, server.proxy_protocol).await?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(live.tls.clone());
-        let tls = acceptor.accept(tcp).await?;
-        Ok::<_, io::Error>((source, tls))
+    // never sends a ClientHello is closed (SECURITY-TESTS 28). The TLS
+    // session (1.2 KB) is boxed, and the handshake's future scoped to this
+    // block: the slot of a value moved out of an async fn's local stays in
+    // the task for the task's life, so an idle connection's task would
+    // carry it twice or three times over.
+    let (source, tls) = {
+        let handshake = async {
+            let source =
+                proxy_protocol_source(&mut tcp, peer_ip, peer_trusted, server.proxy_protocol)
+                    .await?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(live.tls.clone());
+            let tls = Box::new(acceptor.accept(tcp).await?);
+            Ok::<_, io::Error>((source, tls))
+        };
+        tokio::time::timeout(l.handshake_timeout, handshake)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"))??
     };
-    let (source, tls) = tokio::time::timeout(l.handshake_timeout, handshake)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timeout"))??;
 
     // Per-address cap, counted on the real client where a trusted proxy said who.
     let _ip_slot = match source {
@@ -223,8 +230,13 @@ async fn connection(
             .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
             .keep_alive_interval(None);
         drop(live);
-        let conn = pin!(builder.serve_connection(io, service));
-        watch.serve(conn, |c| c.graceful_shutdown()).await
+        // Boxed: HTTP/2's connection state (about 2.6 KB) would otherwise
+        // size every connection's task, idle HTTP/1.1 ones included.
+        Box::pin(async move {
+            let conn = pin!(builder.serve_connection(io, service));
+            watch.serve(conn, |c| c.graceful_shutdown()).await
+        })
+        .await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -297,7 +309,7 @@ struct Http1 {
     requests: Arc<Http1Requests>,
 }
 
-type Http1Io = Tracked<Parkable<tokio_rustls::server::TlsStream<TcpStream>>>;
+type Http1Io = Tracked<Parkable<Box<tokio_rustls::server::TlsStream<TcpStream>>>>;
 
 impl Http1 {
     /// Park and serve by turns until the connection ends. It starts parked:
