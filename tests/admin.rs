@@ -12,23 +12,7 @@ use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
 
 fn cli(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(support::process::BIN)
-        .args([
-            "admin",
-            "--config",
-            config.to_str().expect("path"),
-            "--json",
-        ])
-        .args(args)
-        .output()
-        .expect("run gatehouse admin");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    support::process::admin_json(config, args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

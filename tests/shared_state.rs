@@ -82,27 +82,6 @@ async fn two_gateway_processes_on_one_redis_share_sessions_revocations_and_locko
     assert!(up.seen().is_empty());
 }
 
-/// `gatehouse admin … --json` with the config of a running gateway (through its control
-/// socket).
-fn admin(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(support::process::BIN)
-        .args([
-            "admin",
-            "--config",
-            config.to_str().expect("path"),
-            "--json",
-        ])
-        .args(args)
-        .output()
-        .expect("run gatehouse admin");
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
 /// How many times the gateway behind `metrics` read sessions from the store.
 async fn store_reads(metrics: u16) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -168,24 +147,24 @@ async fn with_the_session_cache_a_session_ended_through_one_gateway_is_refused_b
                 "logout"
             }
             1 => {
-                let list = admin(&config_file_a, &["sessions", "list"]);
+                let list = support::process::admin_json(&config_file_a, &["sessions", "list"]);
                 let reference = list
                     .as_array()
                     .and_then(|l| l.iter().find(|s| s["user"] == user.as_str()))
                     .and_then(|s| s["reference"].as_str())
                     .expect("session reference")
                     .to_owned();
-                admin(&config_file_a, &["sessions", "revoke", &reference]);
+                support::process::admin_json(&config_file_a, &["sessions", "revoke", &reference]);
                 "revoke"
             }
             2 => {
-                admin(&config_file_a, &["logout", &user]);
+                support::process::admin_json(&config_file_a, &["logout", &user]);
                 "per-user logout"
             }
             _ => {
                 // Log-out-all ends sessions started before its millisecond.
                 std::thread::sleep(Duration::from_millis(5));
-                admin(&config_file_a, &["logout-all"]);
+                support::process::admin_json(&config_file_a, &["logout-all"]);
                 "log out all"
             }
         };

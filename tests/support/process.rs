@@ -130,3 +130,26 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// `gatehouse admin --config CONFIG --json ARGS…`: its JSON answer; a failed command fails the
+/// test with its stderr.
+#[allow(dead_code)]
+pub fn admin_json(config: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "admin",
+            "--config",
+            config.to_str().expect("path"),
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .expect("run gatehouse admin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
