@@ -191,13 +191,17 @@ impl Handle {
 
     /// Put a new configuration into service for new connections and requests.
     /// On error the running configuration stays. Listener addresses are not
-    /// re-bound: changing them needs a restart (logged).
+    /// re-bound and the thread count stays: changing them needs a restart
+    /// (logged).
     pub fn reload(&self, settings: Settings) -> Result<(), LiveError> {
         let old = self.gate.live.load_full();
         if old.settings.server.listen != settings.server.listen
             || old.settings.server.redirect_http != settings.server.redirect_http
         {
             tracing::warn!("listen addresses changed: restart gatehouse to apply them");
+        }
+        if old.settings.server.worker_threads != settings.server.worker_threads {
+            tracing::warn!("server.worker_threads changed: restart gatehouse to apply it");
         }
         if old.settings.store != settings.store {
             tracing::warn!("store settings changed: restart gatehouse to apply them");

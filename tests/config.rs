@@ -34,6 +34,7 @@ fn validation_reports_every_problem_with_its_key_path() {
 [server]
 listen = ["not an address"]
 trusted_proxies = ["10.0.0.1/8", "nonsense"]
+worker_threads = 5000
 [server.tls]
 cert = "missing.pem"
 key = "missing.key"
@@ -61,6 +62,7 @@ json_equals = "yes"
         "server.listen[0]",
         "server.trusted_proxies[0]",
         "server.trusted_proxies[1]",
+        "server.worker_threads",
         "server.tls.cert",
         "server.tls.key",
         "server.limits.max_header_bytes",

@@ -588,6 +588,59 @@ async fn plain_http_listener_only_redirects_to_https() {
     assert!(up.seen().is_empty());
 }
 
+/// `server.worker_threads = 1` runs the gateway on tokio's single-threaded
+/// runtime (what `bench/run` measures against one nginx worker): HTTP/1.1
+/// and HTTP/2 clients served at once, each stream of a connection its own
+/// task on the one thread.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_on_one_thread_serves_many_http1_and_http2_clients_at_once() {
+    let up = Recorder::start().await;
+    let dir = TestDir::new();
+    let port = free_port();
+    let config = public().server("worker_threads = 1");
+    let config_path = dir.write_config(&config, &up.url(), &format!("127.0.0.1:{port}"));
+    let mut gw = Proc::spawn(
+        &["run", "--config", config_path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert!(
+        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
+        "{:?}",
+        gw.log
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let client = dir.client();
+    let mut clients = Vec::new();
+    for (i, version) in [Version::HTTP_11, Version::HTTP_2]
+        .into_iter()
+        .cycle()
+        .take(16)
+        .enumerate()
+    {
+        let client = client.clone();
+        clients.push(tokio::spawn(async move {
+            let mut conn = client.open(addr, version).await;
+            let mut statuses = Vec::new();
+            for n in 0..10 {
+                statuses.push(conn.send(get(&format!("/pub/{i}/{n}"))).await.status);
+            }
+            statuses
+        }));
+    }
+    for c in clients {
+        let statuses = c.await.expect("client task");
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "{statuses:?}"
+        );
+    }
+    assert_eq!(
+        up.seen().len(),
+        160,
+        "every request reached the upstream once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones() {
     let up = Recorder::start().await;

@@ -52,6 +52,11 @@ pub struct RawServer {
     pub brand: String,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub drain_timeout: Dur,
+    /// Threads serving connections; 0 = one per CPU core. 1 runs
+    /// everything on one thread with no cross-thread scheduling, which is
+    /// what a small box wants (and what nginx's `worker_processes 1` is).
+    /// Read at start only.
+    pub worker_threads: usize,
     pub tls: RawTls,
     pub limits: RawLimits,
 }
@@ -67,6 +72,7 @@ impl Default for RawServer {
             hsts_max_age: OptDuration(Some(Duration::from_secs(365 * 86_400))),
             brand: "gatehouse".into(),
             drain_timeout: Dur(Duration::from_secs(30)),
+            worker_threads: 0,
             tls: RawTls::default(),
             limits: RawLimits::default(),
         }

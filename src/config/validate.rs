@@ -50,6 +50,9 @@ pub struct Settings {
     pub source: Option<PathBuf>,
 }
 
+/// More threads than this is a typo, not a machine.
+const MAX_WORKER_THREADS: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
@@ -60,6 +63,8 @@ pub struct ServerSettings {
     pub hsts_max_age: Option<Duration>,
     pub brand: String,
     pub drain_timeout: Duration,
+    /// Threads serving connections; 0 = one per CPU core.
+    pub worker_threads: usize,
     pub tls: TlsSettings,
     pub limits: Limits,
 }
@@ -297,6 +302,15 @@ fn validate(
     issues: &mut Vec<ConfigIssue>,
 ) -> Option<Settings> {
     let s = &raw.server;
+    if s.worker_threads > MAX_WORKER_THREADS {
+        issues.push(ConfigIssue::new(
+            "server.worker_threads",
+            format!(
+                "{} is more than {MAX_WORKER_THREADS}; 0 means one per CPU core",
+                s.worker_threads
+            ),
+        ));
+    }
     let listen: Vec<SocketAddr> = s
         .listen
         .iter()
@@ -489,6 +503,7 @@ fn validate(
             hsts_max_age: s.hsts_max_age.0,
             brand: s.brand.clone(),
             drain_timeout: s.drain_timeout.0,
+            worker_threads: s.worker_threads,
             tls,
             limits,
         },

@@ -107,20 +107,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     } else {
         Cow::Borrowed(host)
     };
-    let forwarded = match client {
-        ClientIp::Known(std::net::IpAddr::V6(v6)) => {
-            format!("for=\"[{v6}]\";proto=https;host=\"{host_q}\"")
-        }
-        _ => format!("for={ip};proto=https;host=\"{host_q}\""),
-    };
+    // Pushed rather than `format!`ted: this runs on every request.
+    let mut forwarded = String::with_capacity(ip.len() + host_q.len() + 32);
+    forwarded.push_str("for=");
+    if let ClientIp::Known(std::net::IpAddr::V6(_)) = client {
+        forwarded.push_str("\"[");
+        forwarded.push_str(&ip);
+        forwarded.push_str("]\"");
+    } else {
+        forwarded.push_str(&ip);
+    }
+    forwarded.push_str(";proto=https;host=\"");
+    forwarded.push_str(&host_q);
+    forwarded.push('"');
+    if let Ok(v) = HeaderValue::from_str(&host_q) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
     if let Ok(v) = HeaderValue::try_from(ip) {
         headers.insert(X_FORWARDED_FOR, v.clone());
         headers.insert(X_REAL_IP, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    if let Ok(v) = HeaderValue::from_str(&host_q) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
     if let Ok(v) = HeaderValue::try_from(forwarded) {
         headers.insert(FORWARDED, v);
     }
