@@ -238,6 +238,10 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let settings = &live.settings;
+        // The branches off the signed-in path (own pages, sign-in, anonymous
+        // requests, password checks) are boxed where they are awaited: a
+        // future is as large as its largest branch, and this one is moved,
+        // whole, with every request.
 
         // 1. client_ip: the only address any later stage uses.
         facts.client = client_ip::resolve(conn.source, req.headers(), &live.trusted);
@@ -312,13 +316,13 @@ impl Gate {
                         .attempt_user(&facts.path, &content_type, &bytes);
                     if let Some(user) = user {
                         let agent = headers_user_agent(&parts.headers);
-                        self.note_attempt(
+                        Box::pin(self.note_attempt(
                             live,
                             facts,
                             &user,
                             &agent,
                             crate::incidents::history::LoginResult::RefusedByArea,
-                        )
+                        ))
                         .await;
                     }
                 }
@@ -355,7 +359,7 @@ impl Gate {
                 now_ms: facts.now_ms,
             };
             let path = facts.path.clone();
-            return own_pages::handle(&ctx, req, &path, lookup).await;
+            return Box::pin(own_pages::handle(&ctx, req, &path, lookup)).await;
         }
 
         // 6. auth: the forgot-password form's new password meets the policy
@@ -366,7 +370,7 @@ impl Gate {
             .and_then(|p| p.base.forgot_path.as_ref())
         {
             Some(forgot) if *forgot == facts.path && req.method() == Method::POST => {
-                match self.check_reset(live, req, facts, &lookup).await? {
+                match Box::pin(self.check_reset(live, req, facts, &lookup)).await? {
                     Ok(req) => req,
                     Err(refused) => return Ok(refused),
                 }
@@ -379,9 +383,7 @@ impl Gate {
                 Lookup::Live(s) => Some(*s),
                 _ => None,
             };
-            return self
-                .login(live, req, target, facts, prior, upstream_time)
-                .await;
+            return Box::pin(self.login(live, req, target, facts, prior, upstream_time)).await;
         }
         // The area may admit requests without a session: always (`none`), or
         // with an Authorization header for the dashboard to judge, from the
@@ -404,8 +406,7 @@ impl Gate {
                 Lookup::Live(s) if s.record.state == SessionState::Anonymous => Some(*s),
                 _ => None,
             };
-            return self
-                .anonymous(live, req, target, facts, prior, true, upstream_time)
+            return Box::pin(self.anonymous(live, req, target, facts, prior, true, upstream_time))
                 .await;
         }
         match lookup {
@@ -443,15 +444,22 @@ impl Gate {
                     )
                 {
                     refuse("two_factor_required_in_area");
-                    return self
-                        .anonymous(live, req, target, facts, None, open_area, upstream_time)
-                        .await;
+                    return Box::pin(self.anonymous(
+                        live,
+                        req,
+                        target,
+                        facts,
+                        None,
+                        open_area,
+                        upstream_time,
+                    ))
+                    .await;
                 }
                 self.signed_in(live, req, target, facts, *session, upstream_time)
                     .await
             }
             Lookup::Live(session) if session.record.state == SessionState::Anonymous => {
-                self.anonymous(
+                Box::pin(self.anonymous(
                     live,
                     req,
                     target,
@@ -459,7 +467,7 @@ impl Gate {
                     Some(*session),
                     false,
                     upstream_time,
-                )
+                ))
                 .await
             }
             Lookup::Live(session) => {
@@ -469,9 +477,16 @@ impl Gate {
                 if login.is_anonymous(&facts.path)
                     || proxy::headers::upgrade_protocol(req.headers()).is_some()
                 {
-                    return self
-                        .anonymous(live, req, target, facts, None, false, upstream_time)
-                        .await;
+                    return Box::pin(self.anonymous(
+                        live,
+                        req,
+                        target,
+                        facts,
+                        None,
+                        false,
+                        upstream_time,
+                    ))
+                    .await;
                 }
                 if signin::is_machine(req.headers()) {
                     return Ok(signin::json_error(
@@ -483,9 +498,16 @@ impl Gate {
             }
             Lookup::Ended(reason) => {
                 if login.is_anonymous(&facts.path) {
-                    let mut resp = self
-                        .anonymous(live, req, target, facts, None, false, upstream_time)
-                        .await?;
+                    let mut resp = Box::pin(self.anonymous(
+                        live,
+                        req,
+                        target,
+                        facts,
+                        None,
+                        false,
+                        upstream_time,
+                    ))
+                    .await?;
                     resp.headers_mut()
                         .append(header::SET_COOKIE, gh_cookie::clear_session());
                     return Ok(resp);
@@ -511,8 +533,7 @@ impl Gate {
                 Ok(resp)
             }
             Lookup::None => {
-                self.anonymous(live, req, target, facts, None, false, upstream_time)
-                    .await
+                Box::pin(self.anonymous(live, req, target, facts, None, false, upstream_time)).await
             }
         }
     }

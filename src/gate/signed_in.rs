@@ -20,9 +20,15 @@ impl Gate {
         if let Some(policy) = live.settings.password.as_ref().map(|p| p.for_user(&user)) {
             let is_change = facts.path == policy.change_path;
             if is_change && req.method() == Method::POST {
-                return self
-                    .change_password(live, req, target, facts, session, upstream_time)
-                    .await;
+                return Box::pin(self.change_password(
+                    live,
+                    req,
+                    target,
+                    facts,
+                    session,
+                    upstream_time,
+                ))
+                .await;
             }
             if session.record.password_expired
                 && policy.enforce_expiry
@@ -67,10 +73,12 @@ impl Gate {
             if let Some(local) = made_local.and_then(|l| HeaderValue::from_str(&l).ok()) {
                 resp.headers_mut().insert(header::LOCATION, local);
             }
-            live.sessions
-                .end(&session.digest, user.as_deref(), EndReason::Logout)
-                .await
-                .map_err(store_down)?;
+            Box::pin(
+                live.sessions
+                    .end(&session.digest, user.as_deref(), EndReason::Logout),
+            )
+            .await
+            .map_err(store_down)?;
             resp.headers_mut()
                 .append(header::SET_COOKIE, gh_cookie::clear_session());
             Event {

@@ -99,7 +99,7 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
 /// Set the forwarding fields from what gatehouse established itself: the
 /// values are replaced, never appended to.
 pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
-    let ip = client.to_string();
+    let ip = ip_text(client);
     // The host was validated by the gate (no quotes or backslashes); the
     // removal is a second line of defence inside the quoted-string.
     let host_q: Cow<'_, str> = if host.contains(['"', '\\']) {
@@ -120,6 +120,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     forwarded.push_str(";proto=https;host=\"");
     forwarded.push_str(&host_q);
     forwarded.push('"');
+    // A request's map is sized for the fields it came with; growing it
+    // once beats rehashing on the way.
+    headers.reserve(5);
     if let Ok(v) = HeaderValue::from_str(&host_q) {
         headers.insert(X_FORWARDED_HOST, v);
     }
@@ -131,6 +134,28 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     if let Ok(v) = HeaderValue::try_from(forwarded) {
         headers.insert(FORWARDED, v);
     }
+}
+
+/// The client's address as text. IPv4 is written digit by digit: through
+/// `fmt` it was a third of the cost of setting the forwarding fields.
+fn ip_text(client: ClientIp) -> String {
+    let ClientIp::Known(std::net::IpAddr::V4(v4)) = client else {
+        return client.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 /// A redirect the dashboard wrote with its own address (what it sees when
@@ -222,6 +247,27 @@ mod tests {
             h.get("x-forwarded-for").map(|v| v.as_bytes()),
             Some(&b"198.51.100.7"[..])
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.7",
+            "10.200.3.45",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(ClientIp::Known(ip)), ip.to_string());
+        }
+        for o in 0..=255u8 {
+            let ip = std::net::IpAddr::from([o, 255 - o, o / 3, o]);
+            assert_eq!(ip_text(ClientIp::Known(ip)), ip.to_string());
+        }
+        assert_eq!(ip_text(ClientIp::Unknown), "unknown");
     }
 
     #[test]

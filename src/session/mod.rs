@@ -71,7 +71,8 @@ impl Sessions {
             }
             Verdict::Ended(reason) => {
                 if !matches!(session.record.state, SessionState::Ended(_)) {
-                    self.end(&session.digest, session.record.user.as_deref(), reason)
+                    // Boxed: rare, and its future would size every lookup's.
+                    Box::pin(self.end(&session.digest, session.record.user.as_deref(), reason))
                         .await?;
                 }
                 Ok(Lookup::Ended(reason))
