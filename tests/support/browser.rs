@@ -512,8 +512,11 @@ impl Drop for Procs {
             known.retain(|pid| match waitpid(Some(*pid), WaitOptions::NOHANG) {
                 Ok(Some(_)) => false,
                 Ok(None) => true,
-                // Not our child: done once it is no longer running.
-                Err(_) => is_running(pid.as_raw_nonzero().get()),
+                // Not our child (yet): done once it is gone. A zombie
+                // whose parent is being killed is re-parented to this
+                // process a moment later and reaped above; leaving on "no
+                // longer running" left such zombies behind now and then.
+                Err(_) => std::path::Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists(),
             });
             for pid in self.strays() {
                 let _ = kill_process(pid, Signal::KILL);
