@@ -7,7 +7,7 @@ use gatehouse::auth::totp::{code_at, TotpSecret};
 use http::{StatusCode, Version};
 use std::time::Duration;
 use support::gateway::{attr, form_post, get_with, login_post, session_cookie, Config, TestDir};
-use support::process::{free_port, Proc};
+use support::process::{free_port, gateway};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
 
@@ -28,16 +28,8 @@ async fn audit_log_of_a_full_scenario_has_each_event_as_json_and_no_secret() {
     let config = Config::default()
         .store(&redis.url())
         .rest(&format!("[audit]\nfile = \"{}\"", audit.display()));
-    let path = dir.write_config(&config, &up.url(), &format!("127.0.0.1:{port}"));
-    let mut gw = Proc::spawn(
-        &["run", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "{:?}",
-        gw.log
-    );
+    let mut gw = gateway(&dir, &config, &up.url(), port);
+    let path = dir.path().join("gatehouse.toml");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let client = dir.client();
     let send = |req| {

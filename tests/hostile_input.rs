@@ -154,7 +154,7 @@ async fn item_21_a_dashboard_logout_redirect_to_any_corpus_payload_lands_on_the_
 #[tokio::test(flavor = "multi_thread")]
 async fn log_injection_usernames_paths_and_headers_are_escaped_in_access_and_audit_logs() {
     use support::gateway::TestDir;
-    use support::process::{free_port, Proc};
+    use support::process::{free_port, gateway};
     let forged = "mallory\"},{\"event\":\"login_ok\",\"user\":\"root\"}\\\u{2028}\u{202e}";
     for format in ["text", "json"] {
         let up = Recorder::start().await;
@@ -165,17 +165,7 @@ async fn log_injection_usernames_paths_and_headers_are_escaped_in_access_and_aud
             "[two_factor]\nmode = \"off\"\n[logging]\nformat = \"{format}\"\naccess_log = true\n[audit]\nfile = \"{}\"",
             audit.display()
         ));
-        let path = dir.write_config(&config, &up.url(), &format!("127.0.0.1:{port}"));
-        let mut gw = Proc::spawn(
-            &["run", "--config", path.to_str().expect("path")],
-            dir.path(),
-        );
-        assert!(
-            gw.wait_for("listening", std::time::Duration::from_secs(20))
-                .is_some(),
-            "{:?}",
-            gw.log
-        );
+        let mut gw = gateway(&dir, &config, &up.url(), port);
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let client = dir.client();
         let hostile_headers = [

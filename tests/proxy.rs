@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use support::gateway::{get, post_form, Client, Config, TestDir, TestGateway};
-use support::process::{free_port, Proc};
+use support::process::{free_port, gateway, Proc};
 use support::upstream::Recorder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -259,16 +259,7 @@ async fn large_download_and_upload_pass_intact_with_bounded_gateway_memory() {
     let dash = demo_dashboard(SIZE).await;
     let dir = TestDir::new();
     let port = free_port();
-    let config_path = dir.write_config(&no_2fa(), &dash.url(), &format!("127.0.0.1:{port}"));
-    let mut gw = Proc::spawn(
-        &["run", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "gateway did not start: {:?}",
-        gw.log
-    );
+    let gw = gateway(&dir, &no_2fa(), &dash.url(), port);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let client = dir.client();
     let cookie = sign_in(&client, addr, "alice@example.com", "Alice-pass-1").await;
@@ -598,16 +589,7 @@ async fn a_gateway_on_one_thread_serves_many_http1_and_http2_clients_at_once() {
     let dir = TestDir::new();
     let port = free_port();
     let config = public().server("worker_threads = 1");
-    let config_path = dir.write_config(&config, &up.url(), &format!("127.0.0.1:{port}"));
-    let mut gw = Proc::spawn(
-        &["run", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "{:?}",
-        gw.log
-    );
+    let _gw = gateway(&dir, &config, &up.url(), port);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let client = dir.client();
     let mut clients = Vec::new();
@@ -646,16 +628,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
     let up = Recorder::start().await;
     let dir = TestDir::new();
     let port = free_port();
-    let config_path = dir.write_config(&public(), &up.url(), &format!("127.0.0.1:{port}"));
-    let mut gw = Proc::spawn(
-        &["run", "--config", config_path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "{:?}",
-        gw.log
-    );
+    let mut gw = gateway(&dir, &public(), &up.url(), port);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
 
     let (new_cert, _) = gatehouse::tls::self_signed(&["localhost"]).expect("cert");
@@ -700,7 +673,7 @@ async fn sighup_serves_a_new_certificate_to_new_connections_and_keeps_open_ones(
     );
 
     // A broken config is refused and the running one stays.
-    std::fs::write(&config_path, "[server]\nlisten = 5\n").expect("write");
+    std::fs::write(dir.path().join("gatehouse.toml"), "[server]\nlisten = 5\n").expect("write");
     gw.signal("HUP");
     assert!(
         gw.wait_for("reload refused", Duration::from_secs(10))

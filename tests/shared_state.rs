@@ -7,7 +7,7 @@ mod support;
 use http::{StatusCode, Version};
 use std::time::{Duration, Instant};
 use support::gateway::{get_with, login_post, session_cookie, Config, TestDir};
-use support::process::{free_port, Proc};
+use support::process::{free_port, gateway, Proc};
 use support::redis::RedisServer;
 use support::upstream::{Recorder, PASSWORD};
 
@@ -17,29 +17,14 @@ fn shared_config(redis: &RedisServer) -> Config {
         .rest("[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]")
 }
 
-/// A gateway process on `port` with `config`.
-fn gateway_process(dir: &TestDir, config: &Config, upstream: &str, port: u16) -> Proc {
-    let path = dir.write_config(config, upstream, &format!("127.0.0.1:{port}"));
-    let mut p = Proc::spawn(
-        &["run", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        p.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "{:?}",
-        p.log
-    );
-    p
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateway_processes_on_one_redis_share_sessions_revocations_and_lockouts() {
     let redis = RedisServer::start();
     let up = Recorder::start().await;
     let (dir_a, dir_b) = (TestDir::new(), TestDir::new());
     let (port_a, port_b) = (free_port(), free_port());
-    let _a = gateway_process(&dir_a, &shared_config(&redis), &up.url(), port_a);
-    let _b = gateway_process(&dir_b, &shared_config(&redis), &up.url(), port_b);
+    let _a = gateway(&dir_a, &shared_config(&redis), &up.url(), port_a);
+    let _b = gateway(&dir_b, &shared_config(&redis), &up.url(), port_b);
     let addr = |p: u16| -> std::net::SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
     // Both certificates are trusted by one client.
     let client = support::gateway::Client::trusting(&[&dir_a.cert, &dir_b.cert]);
@@ -110,8 +95,8 @@ async fn with_the_session_cache_a_session_ended_through_one_gateway_is_refused_b
     let config = shared_config(&redis);
     let mut config_b = config.clone();
     config_b.metrics = Some(format!("127.0.0.1:{metrics_b}"));
-    let _a = gateway_process(&dir_a, &config, &up.url(), port_a);
-    let _b = gateway_process(&dir_b, &config_b, &up.url(), port_b);
+    let _a = gateway(&dir_a, &config, &up.url(), port_a);
+    let _b = gateway(&dir_b, &config_b, &up.url(), port_b);
     let config_file_a = dir_a.path().join("gatehouse.toml");
     let addr = |p: u16| -> std::net::SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
     let client = support::gateway::Client::trusting(&[&dir_a.cert, &dir_b.cert]);
@@ -189,16 +174,7 @@ async fn redis_outage_fails_closed_logs_once_and_heals_without_restart() {
     let dir = TestDir::new();
     let port = free_port();
     let config = shared_config(&redis).rest("");
-    let path = dir.write_config(&config, &up.url(), &format!("127.0.0.1:{port}"));
-    let mut gw = Proc::spawn(
-        &["run", "--config", path.to_str().expect("path")],
-        dir.path(),
-    );
-    assert!(
-        gw.wait_for("listening", Duration::from_secs(20)).is_some(),
-        "{:?}",
-        gw.log
-    );
+    let mut gw = gateway(&dir, &config, &up.url(), port);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let client = dir.client();
 

@@ -122,6 +122,28 @@ impl Drop for Proc {
     }
 }
 
+/// `gatehouse run` with `config` (written into `dir` as `gatehouse.toml`)
+/// listening on `127.0.0.1:port`, once it says so; fails the test with its
+/// log when it does not start.
+pub fn gateway(
+    dir: &super::gateway::TestDir,
+    config: &super::gateway::Config,
+    upstream: &str,
+    port: u16,
+) -> Proc {
+    let path = dir.write_config(config, upstream, &format!("127.0.0.1:{port}"));
+    let mut p = Proc::spawn(
+        &["run", "--config", path.to_str().expect("path")],
+        dir.path(),
+    );
+    assert!(
+        p.wait_for("listening", Duration::from_secs(20)).is_some(),
+        "gateway did not start: {:?}",
+        p.log
+    );
+    p
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; tests that pass a port
 /// to a child process need one before the child binds).
 pub fn free_port() -> u16 {
