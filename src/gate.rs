@@ -238,10 +238,10 @@ impl Gate {
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let settings = &live.settings;
-        // The branches off the signed-in path (own pages, sign-in, anonymous
-        // requests, password checks) are boxed where they are awaited: a
-        // future is as large as its largest branch, and this one is moved,
-        // whole, with every request.
+        // The branches off the signed-in path (own pages, sign-in, password
+        // checks; anonymous requests box themselves) are boxed where they
+        // are awaited: a future is as large as its largest branch, and this
+        // one is moved, whole, with every request.
 
         // 1. client_ip: the only address any later stage uses.
         facts.client = client_ip::resolve(conn.source, req.headers(), &live.trusted);
@@ -406,7 +406,8 @@ impl Gate {
                 Lookup::Live(s) if s.record.state == SessionState::Anonymous => Some(*s),
                 _ => None,
             };
-            return Box::pin(self.anonymous(live, req, target, facts, prior, true, upstream_time))
+            return self
+                .anonymous(live, req, target, facts, prior, true, upstream_time)
                 .await;
         }
         match lookup {
@@ -444,22 +445,15 @@ impl Gate {
                     )
                 {
                     refuse("two_factor_required_in_area");
-                    return Box::pin(self.anonymous(
-                        live,
-                        req,
-                        target,
-                        facts,
-                        None,
-                        open_area,
-                        upstream_time,
-                    ))
-                    .await;
+                    return self
+                        .anonymous(live, req, target, facts, None, open_area, upstream_time)
+                        .await;
                 }
                 self.signed_in(live, req, target, facts, *session, upstream_time)
                     .await
             }
             Lookup::Live(session) if session.record.state == SessionState::Anonymous => {
-                Box::pin(self.anonymous(
+                self.anonymous(
                     live,
                     req,
                     target,
@@ -467,7 +461,7 @@ impl Gate {
                     Some(*session),
                     false,
                     upstream_time,
-                ))
+                )
                 .await
             }
             Lookup::Live(session) => {
@@ -477,16 +471,9 @@ impl Gate {
                 if login.is_anonymous(&facts.path)
                     || proxy::headers::upgrade_protocol(req.headers()).is_some()
                 {
-                    return Box::pin(self.anonymous(
-                        live,
-                        req,
-                        target,
-                        facts,
-                        None,
-                        false,
-                        upstream_time,
-                    ))
-                    .await;
+                    return self
+                        .anonymous(live, req, target, facts, None, false, upstream_time)
+                        .await;
                 }
                 if signin::is_machine(req.headers()) {
                     return Ok(signin::json_error(
@@ -498,16 +485,9 @@ impl Gate {
             }
             Lookup::Ended(reason) => {
                 if login.is_anonymous(&facts.path) {
-                    let mut resp = Box::pin(self.anonymous(
-                        live,
-                        req,
-                        target,
-                        facts,
-                        None,
-                        false,
-                        upstream_time,
-                    ))
-                    .await?;
+                    let mut resp = self
+                        .anonymous(live, req, target, facts, None, false, upstream_time)
+                        .await?;
                     resp.headers_mut()
                         .append(header::SET_COOKIE, gh_cookie::clear_session());
                     return Ok(resp);
@@ -533,7 +513,8 @@ impl Gate {
                 Ok(resp)
             }
             Lookup::None => {
-                Box::pin(self.anonymous(live, req, target, facts, None, false, upstream_time)).await
+                self.anonymous(live, req, target, facts, None, false, upstream_time)
+                    .await
             }
         }
     }

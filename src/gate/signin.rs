@@ -406,6 +406,23 @@ impl Gate {
         open_area: bool,
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
+        // Boxed here, once: the signed-in request's future would otherwise
+        // be sized for this path at each of the gate's calls.
+        Box::pin(self.serve_anonymous(live, req, target, facts, prior, open_area, upstream_time))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_anonymous(
+        &self,
+        live: &Arc<Live>,
+        req: Request<Body>,
+        target: PathAndQuery,
+        facts: &mut Facts,
+        prior: Option<Session>,
+        open_area: bool,
+        upstream_time: &mut Option<Duration>,
+    ) -> Result<Response<Body>, GateError> {
         let login = &live.settings.login;
         // No websockets before sign-in: 401 before any 101 (SECURITY-TESTS 26).
         if proxy::headers::upgrade_protocol(req.headers()).is_some() {
