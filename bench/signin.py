@@ -1,30 +1,38 @@
 #!/usr/bin/env python3
 """Sign in to gatehouse through the bench upstream's login and enroll TOTP,
 so every benchmark request carries an authenticated, 2FA-passed session.
-Prints the session cookie (name=value). Standard library only.
+Prints the session cookie (name=value). Standard library only; also a module
+(`bench/churn.py` signs users in and out with it).
 
 usage: signin.py HOST PORT USER
 """
 import base64, hashlib, hmac, http.client, re, ssl, struct, sys, time, urllib.parse
 
-host, port, user = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
+CTX = ssl.create_default_context()
+CTX.check_hostname = False
+CTX.verify_mode = ssl.CERT_NONE
 
 
-def request(method, path, cookie="", form=None):
-    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
-    headers = {"Host": f"{host}:{port}"}
-    body = None
-    if cookie:
-        headers["Cookie"] = cookie
-    if form is not None:
-        body = urllib.parse.urlencode(form)
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    conn.request(method, path, body=body, headers=headers)
-    resp = conn.getresponse()
-    text = resp.read().decode("utf-8", "replace")
+class Failed(Exception):
+    """An answer the bench did not expect."""
+
+
+def request(host, port, method, path, cookie="", form=None):
+    """One request on a new connection → (status, Location, gatehouse session cookie, body)."""
+    conn = http.client.HTTPSConnection(host, port, context=CTX, timeout=10)
+    try:
+        headers = {"Host": f"{host}:{port}"}
+        body = None
+        if cookie:
+            headers["Cookie"] = cookie
+        if form is not None:
+            body = urllib.parse.urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
     session = ""
     for name, value in resp.getheaders():
         if name.lower() == "set-cookie" and value.startswith("__Host-gatehouse="):
@@ -39,23 +47,39 @@ def totp(secret_b32, at):
     return "%06d" % ((struct.unpack(">I", mac[off:off + 4])[0] & 0x7FFFFFFF) % 1000000)
 
 
-status, to, cookie, _ = request("POST", "/login", form={"username": user, "password": "bench"})
-if status not in (302, 303) or not cookie:
-    sys.exit(f"sign-in: unexpected answer {status} {to}")
-if to != "/.gatehouse/2fa/enroll":
-    sys.exit(f"sign-in: expected the enrollment page, got {to}")
-status, _, _, page = request("GET", to, cookie)
-secret = re.search(r'data-secret="([A-Z2-7]+)"', page)
-csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-if status != 200 or not secret or not csrf:
-    sys.exit(f"enrollment page: unexpected answer {status}")
-status, _, active, _ = request(
-    "POST", to, cookie, form={"csrf": csrf.group(1), "code": totp(secret.group(1), time.time())}
-)
-if status != 200 or not active:
-    sys.exit(f"enrollment: unexpected answer {status}")
-# The session is active and 2FA-passed: a protected page must reach the upstream.
-status, _, _, body = request("GET", "/small", active)
-if status != 200 or len(body) != 1024:
-    sys.exit(f"signed-in request: unexpected answer {status}")
-print(active)
+def sign_in(host, port, user, secret=None):
+    """Sign `user` in and pass the second factor: enroll when `secret` is None,
+    else answer the challenge with a code from `secret`. → (cookie, secret).
+    A user's code is accepted once per 30 s step (replays are refused)."""
+    status, to, cookie, _ = request(host, port, "POST", "/login",
+                                    form={"username": user, "password": "bench"})
+    if status not in (302, 303) or not cookie:
+        raise Failed(f"sign-in: unexpected answer {status} {to}")
+    want = "/.gatehouse/2fa/enroll" if secret is None else "/.gatehouse/2fa"
+    if to != want:
+        raise Failed(f"sign-in: expected {want}, got {to}")
+    status, _, _, page = request(host, port, "GET", to, cookie)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    if secret is None:
+        found = re.search(r'data-secret="([A-Z2-7]+)"', page)
+        secret = found.group(1) if found else None
+    if status != 200 or not secret or not csrf:
+        raise Failed(f"second-factor page: unexpected answer {status}")
+    status, _, active, _ = request(host, port, "POST", to, cookie,
+                                   form={"csrf": csrf.group(1), "code": totp(secret, time.time())})
+    if status not in (200, 302, 303) or not active:
+        raise Failed(f"second factor: unexpected answer {status}")
+    return active, secret
+
+
+if __name__ == "__main__":
+    host, port, user = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    try:
+        active, _ = sign_in(host, port, user)
+        # The session is active and 2FA-passed: a protected page must reach the upstream.
+        status, _, _, body = request(host, port, "GET", "/small", active)
+        if status != 200 or len(body) != 1024:
+            raise Failed(f"signed-in request: unexpected answer {status}")
+    except Failed as e:
+        sys.exit(str(e))
+    print(active)

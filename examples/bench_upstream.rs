@@ -5,7 +5,10 @@
 //!   GET  /big            100 KiB body
 //!   GET  /stream?bytes=N N bytes, streamed in 64 KiB chunks (the 1 GiB download)
 //!   POST /login          302 to / with an HttpOnly session cookie (gatehouse's
-//!                        login interception signs the bench in through it)
+//!                        login interception signs the bench in through it);
+//!                        the password `wrong` gets the form again (a failed
+//!                        attempt, for `bench/soak`)
+//!   GET  /logout         302 to /login, the session cookie cleared
 //!
 //! Usage: `bench_upstream 127.0.0.1:PORT` (plain HTTP/1.1, keep-alive).
 
@@ -38,7 +41,12 @@ async fn main() -> std::io::Result<()> {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let (small, big) = (small.clone(), big.clone());
-                async move { Ok::<_, Infallible>(answer(req, small, big)) }
+                async move {
+                    if req.method() == hyper::Method::POST && req.uri().path() == "/login" {
+                        return Ok::<_, Infallible>(login(req).await);
+                    }
+                    Ok(answer(req, small, big))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -78,21 +86,37 @@ fn answer(req: Request<Incoming>, small: Bytes, big: Bytes) -> Response<Body> {
             }
             resp
         }
-        ("POST", "/login") => {
-            let mut resp = Response::new(full(Bytes::new()));
-            *resp.status_mut() = StatusCode::FOUND;
-            let h = resp.headers_mut();
-            h.insert(header::LOCATION, header::HeaderValue::from_static("/"));
-            h.insert(
-                header::SET_COOKIE,
-                header::HeaderValue::from_static("APPSESSION=bench; Path=/; HttpOnly"),
-            );
-            resp
-        }
+        ("GET", "/logout") => redirect("/login", "APPSESSION=; Path=/; HttpOnly; Max-Age=0"),
         _ => {
             let mut resp = Response::new(full(Bytes::from_static(b"not found")));
             *resp.status_mut() = StatusCode::NOT_FOUND;
             resp
         }
     }
+}
+
+/// Any password but `wrong` signs in.
+async fn login(req: Request<Incoming>) -> Response<Body> {
+    let form = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let wrong = form
+        .split(|b| *b == b'&')
+        .any(|field| field == b"password=wrong");
+    if wrong {
+        return Response::new(
+            Full::new(Bytes::from_static(b"<form>wrong password</form>")).boxed(),
+        );
+    }
+    redirect("/", "APPSESSION=bench; Path=/; HttpOnly")
+}
+
+fn redirect(to: &'static str, cookie: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()).boxed());
+    *resp.status_mut() = StatusCode::FOUND;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, header::HeaderValue::from_static(to));
+    h.insert(header::SET_COOKIE, header::HeaderValue::from_static(cookie));
+    resp
 }
