@@ -412,7 +412,6 @@ impl Gate {
         }
         match lookup {
             Lookup::Live(session) if session.record.state == SessionState::Active => {
-                facts.user = session.record.user.clone();
                 let user = session.record.user.as_deref().unwrap_or_default();
                 let refuse = |reason: &'static str| {
                     Event {
@@ -449,7 +448,7 @@ impl Gate {
                         .anonymous(live, req, target, facts, None, open_area, upstream_time)
                         .await;
                 }
-                self.signed_in(live, req, target, facts, *session, upstream_time)
+                self.signed_in(live, req, target, facts, session, upstream_time)
                     .await
             }
             Lookup::Live(session) if session.record.state == SessionState::Anonymous => {
@@ -464,10 +463,9 @@ impl Gate {
                 )
                 .await
             }
-            Lookup::Live(session) => {
+            Lookup::Live(_) => {
                 // Second factor pending: only gatehouse's 2FA pages (and the
                 // public ones, without the vault) until it is passed.
-                facts.user = session.record.user.clone();
                 if login.is_anonymous(&facts.path)
                     || proxy::headers::upgrade_protocol(req.headers()).is_some()
                 {

@@ -12,12 +12,14 @@ impl Gate {
         req: Request<Body>,
         target: PathAndQuery,
         facts: &mut Facts,
-        mut session: Session,
+        // Boxed, as the lookup gave it: this future is part of every
+        // signed-in request's, and an argument's slot lasts as long as it.
+        mut session: Box<Session>,
         upstream_time: &mut Option<Duration>,
     ) -> Result<Response<Body>, GateError> {
         let logout = live.settings.login.is_logout(&facts.path);
-        let user = session.record.user.clone().unwrap_or_default();
-        if let Some(policy) = live.settings.password.as_ref().map(|p| p.for_user(&user)) {
+        let user = session.record.user.as_deref().unwrap_or_default();
+        if let Some(policy) = live.settings.password.as_ref().map(|p| p.for_user(user)) {
             let is_change = facts.path == policy.change_path;
             if is_change && req.method() == Method::POST {
                 return Box::pin(self.change_password(
@@ -25,7 +27,7 @@ impl Gate {
                     req,
                     target,
                     facts,
-                    session,
+                    *session,
                     upstream_time,
                 ))
                 .await;
@@ -47,7 +49,8 @@ impl Gate {
             let clock = self.clock.clone();
             websocket_guard(live, digest, clock)
         });
-        let vault = session.record.vault.clone();
+        // The vault is read when the request is rewritten, before the future
+        // is made: the answer may change it below.
         let mut resp = self
             .forward_upgradable(
                 live,
@@ -55,14 +58,14 @@ impl Gate {
                 body,
                 target,
                 facts,
-                Some(&vault),
+                Some(&session.record.vault),
                 on_upgrade,
                 guard,
                 upstream_time,
             )
             .await?;
-        let user = session.record.user.clone();
         if logout {
+            let user = session.record.user.clone();
             strip_http_only(resp.headers_mut());
             // Where the dashboard sends a signed-out user stays on this site
             // (a `?next=` on its logout must not become an open redirect).

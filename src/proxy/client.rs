@@ -4,10 +4,12 @@ use super::headers;
 use super::pool::{Pool, PoolError, UpstreamBody};
 use super::Body;
 use crate::config::validate::UpstreamSettings;
+use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,22 +54,39 @@ impl Upstream {
     /// upstream's response head with its body streaming. Websocket upgrades are
     /// spliced: the client's and upstream's upgraded connections are joined
     /// once both sides have switched protocols.
-    pub async fn forward(
-        &self,
-        mut req: Request<Body>,
-        fwd: Forward<'_>,
+    ///
+    /// The request is rewritten when this is called, and the future holds
+    /// only the exchange with the upstream and what the answer needs: it is
+    /// part of every proxied request's future, which is moved whole (as an
+    /// `async fn`, it also kept the request it had handed on).
+    pub fn forward<'a>(
+        &'a self,
+        req: Request<Body>,
+        fwd: Forward<'a>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         guard: Option<Guard>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let fwd_host = fwd.host;
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, ProxyError>> + Send + 'a {
+        let host = fwd.host;
+        let req = self.prepare(req, fwd, client_upgrade.is_some());
+        let timeout = self.settings.response_timeout;
+        tokio::time::timeout(timeout, self.pool.send(req)).map(move |sent| match sent {
+            Err(_) => Err(ProxyError::Timeout(timeout)),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(resp)) => self.finish(resp, host, client_upgrade, guard),
+        })
+    }
+
+    /// The request as the upstream gets it: no hop-by-hop fields or client
+    /// claims, gatehouse's forwarding fields, the upstream's Host, origin form.
+    fn prepare(&self, mut req: Request<Body>, fwd: Forward<'_>, upgrading: bool) -> Request<Body> {
         let upgrade = headers::upgrade_protocol(req.headers());
         headers::strip_hop_by_hop(req.headers_mut());
         headers::strip_client_claims(req.headers_mut());
         headers::set_forwarded(req.headers_mut(), fwd.client, fwd.host);
-        if let (Some(proto), true) = (&upgrade, client_upgrade.is_some()) {
+        if let (Some(proto), true) = (upgrade, upgrading) {
             req.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            req.headers_mut().insert(header::UPGRADE, proto.clone());
+            req.headers_mut().insert(header::UPGRADE, proto);
         }
         let preserved = match self.settings.preserve_host {
             true => HeaderValue::from_str(fwd.host).ok(),
@@ -84,13 +103,18 @@ impl Upstream {
         *req.uri_mut() = Uri::from(fwd.path_and_query);
         // The dashboard speaks HTTP/1.1 whatever the browser used.
         *req.version_mut() = Version::HTTP_11;
+        req
+    }
 
-        let timeout = self.settings.response_timeout;
-        let mut resp = match tokio::time::timeout(timeout, self.pool.send(req)).await {
-            Err(_) => return Err(ProxyError::Timeout(timeout)),
-            Ok(Err(e)) => return Err(classify(e)),
-            Ok(Ok(resp)) => resp,
-        };
+    /// The upstream's answer as the client gets it, or the splice of an
+    /// upgraded connection.
+    fn finish(
+        &self,
+        mut resp: Response<UpstreamBody>,
+        fwd_host: &str,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        guard: Option<Guard>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             match client_upgrade {
                 Some(client_side) => {
