@@ -262,11 +262,11 @@ impl Gate {
             None => PathAndQuery::try_from(path.as_str().to_string()),
         }
         .map_err(|_| GateError::BadRequest("invalid request target"))?;
-        facts.path = path.as_str().to_string();
         facts.query = target.query().map(str::to_string);
 
         // 3. access: the area's address and country rules.
         let area = live.settings.access.area_for(&facts.host, &path);
+        facts.path = path.into_string();
         facts.area = area.name.clone();
         facts.country = facts
             .client
