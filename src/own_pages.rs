@@ -240,7 +240,8 @@ async fn enroll_page(
         Some(sealed) => ctx.gate.two_factor.unseal(sealed).map_err(two_factor)?,
         None => {
             let secret = TotpSecret::generate();
-            s.record.pending_seed = Some(ctx.gate.two_factor.seal(&secret).map_err(two_factor)?);
+            s.record_mut().pending_seed =
+                Some(ctx.gate.two_factor.seal(&secret).map_err(two_factor)?);
             if !ctx
                 .live
                 .sessions
@@ -347,8 +348,9 @@ async fn enroll_submit(
     let continue_to = s.record.return_to.clone().unwrap_or_else(|| "/".into());
     if s.record.state == SessionState::Active {
         let mut s = s;
-        s.record.pending_seed = None;
-        s.record.two_factor_passed = true;
+        let record = s.record_mut();
+        record.pending_seed = None;
+        record.two_factor_passed = true;
         ctx.live
             .sessions
             .save(&mut s, ctx.now_ms)
@@ -445,7 +447,7 @@ async fn complete_sign_in(
     user: &str,
 ) -> Result<Response<Body>, GateError> {
     let live = ctx.live;
-    let mut record = old.record.clone();
+    let mut record = crate::session::SessionRecord::clone(&old.record);
     record.state = SessionState::Active;
     record.two_factor_passed = true;
     record.second_factor = None;

@@ -257,9 +257,10 @@ async fn step_up(
     if !enrolled {
         return Ok(own_pages::see_other(own_pages::ENROLL));
     }
-    s.record.state = SessionState::PasswordOk;
-    s.record.second_factor = Some(SecondFactor::Challenge);
-    s.record.return_to = Some(base.to_string());
+    let record = s.record_mut();
+    record.state = SessionState::PasswordOk;
+    record.second_factor = Some(SecondFactor::Challenge);
+    record.return_to = Some(base.to_string());
     ctx.live
         .sessions
         .save(s, ctx.now_ms)

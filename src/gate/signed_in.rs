@@ -95,11 +95,16 @@ impl Gate {
             .emit();
             return Ok(resp);
         }
-        let (names, changed) =
+        // Most answers set no cookie: then the record, shared with the
+        // lookup's memo, is not copied.
+        let (names, changed) = if resp.headers().contains_key(header::SET_COOKIE) {
             session
-                .record
+                .record_mut()
                 .vault
-                .absorb(resp.headers_mut(), &facts.path, facts.now_ms);
+                .absorb(resp.headers_mut(), &facts.path, facts.now_ms)
+        } else {
+            (Vec::new(), false)
+        };
         self.vaulted.learn(names.iter().map(String::as_str));
         if changed {
             // A lost race with a concurrent end (logout, revoke) must not
@@ -178,7 +183,7 @@ impl Gate {
         };
         let (names, vault_changed) =
             session
-                .record
+                .record_mut()
                 .vault
                 .absorb(&mut head.headers, &facts.path, facts.now_ms);
         self.vaulted.learn(names.iter().map(String::as_str));
@@ -196,7 +201,7 @@ impl Gate {
             .emit();
         }
         if changed && session.record.password_expired || vault_changed {
-            session.record.password_expired &= !changed;
+            session.record_mut().password_expired &= !changed;
             live.sessions
                 .save(&mut session, facts.now_ms)
                 .await

@@ -73,7 +73,7 @@ impl Gate {
             match session.as_mut() {
                 Some(s) => {
                     let (names, changed) =
-                        s.record
+                        s.record_mut()
                             .vault
                             .absorb(resp.headers_mut(), &facts.path, facts.now_ms);
                     self.vaulted.learn(names.iter().map(String::as_str));
@@ -471,7 +471,8 @@ impl Gate {
         }
         match prior {
             Some(mut s) if s.record.state == SessionState::Anonymous => {
-                s.record.vault = std::mem::take(&mut s.record.vault).merged(fresh);
+                let record = s.record_mut();
+                record.vault = std::mem::take(&mut record.vault).merged(fresh);
                 live.sessions
                     .save(&mut s, facts.now_ms)
                     .await

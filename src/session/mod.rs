@@ -12,7 +12,9 @@ pub use record::{EndReason, SecondFactor, SessionRecord, SessionState};
 pub use rules::{SessionRules, Verdict};
 
 use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
-use std::sync::Arc;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use vault::Vault;
 
 /// A session read from the store, with the version it was read at.
@@ -20,8 +22,16 @@ use vault::Vault;
 pub struct Session {
     /// Hex SHA-256 of the id: the store key, and (shortened) its public reference.
     pub digest: String,
-    pub record: SessionRecord,
+    /// Shared with the lookup's memo of decoded records: `record_mut` copies
+    /// it before the first change.
+    pub record: Arc<SessionRecord>,
     pub version: u64,
+}
+
+impl Session {
+    pub fn record_mut(&mut self) -> &mut SessionRecord {
+        Arc::make_mut(&mut self.record)
+    }
 }
 
 /// The outcome of looking up the browser's session cookie.
@@ -36,11 +46,42 @@ pub enum Lookup {
 pub struct Sessions {
     store: Arc<dyn Store>,
     pub rules: SessionRules,
+    /// The last record decoded for each session, with the bytes it was
+    /// decoded from: every signed-in request reads its record, which changes
+    /// seldom, and decoding it was a tenth of gatehouse's own work per
+    /// request. A record is reused only for bytes equal to those it came
+    /// from, so it is exactly what decoding them again would give.
+    decoded: Mutex<HashMap<String, (Bytes, Arc<SessionRecord>)>>,
 }
+
+/// Decoded records kept at most; past it the memo starts again empty. Only
+/// records found in the store get in, so made-up cookies cannot fill it.
+const MAX_DECODED: usize = 16_384;
 
 impl Sessions {
     pub fn new(store: Arc<dyn Store>, rules: SessionRules) -> Self {
-        Self { store, rules }
+        Self {
+            store,
+            rules,
+            decoded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The record stored as `bytes` under `digest`, decoded once.
+    fn decode_shared(&self, digest: &str, bytes: &Bytes) -> Result<Arc<SessionRecord>, StoreError> {
+        let lock = || self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, record)) = lock().get(digest) {
+            if seen == bytes {
+                return Ok(record.clone());
+            }
+        }
+        let record = Arc::new(decode(bytes)?);
+        let mut memo = lock();
+        if memo.len() >= MAX_DECODED && !memo.contains_key(digest) {
+            memo.clear();
+        }
+        memo.insert(digest.to_string(), (bytes.clone(), record.clone()));
+        Ok(record)
     }
 
     /// One store round trip: the record and the log-out-all epoch together.
@@ -52,7 +93,7 @@ impl Sessions {
         let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
             return Ok(Lookup::None);
         };
-        let record = decode(&rec.value)?;
+        let record = self.decode_shared(&digest, &rec.value)?;
         let epoch_ms = epoch
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.trim().parse().ok())
             .unwrap_or(0);
@@ -64,7 +105,7 @@ impl Sessions {
         match self.rules.judge(&session.record, epoch_ms, now_ms) {
             Verdict::Valid { touch } => {
                 if touch {
-                    session.record.last_seen_ms = now_ms;
+                    session.record_mut().last_seen_ms = now_ms;
                     self.save(&mut session, now_ms).await?;
                 }
                 Ok(Lookup::Live(Box::new(session)))
@@ -113,7 +154,7 @@ impl Sessions {
         }
         let session = Session {
             digest,
-            record,
+            record: Arc::new(record),
             version: 1,
         };
         Ok((id, session))
@@ -199,7 +240,7 @@ impl Sessions {
                 if let Some(v) = self.read(&key).await? {
                     out.push(Session {
                         digest: digest.clone(),
-                        record: v.value,
+                        record: Arc::new(v.value),
                         version: v.version,
                     });
                 }
@@ -221,7 +262,7 @@ impl Sessions {
                 if !matches!(v.value.state, SessionState::Ended(_)) {
                     out.push(Session {
                         digest,
-                        record: v.value,
+                        record: Arc::new(v.value),
                         version: v.version,
                     });
                 }
