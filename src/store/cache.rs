@@ -13,7 +13,10 @@
 //!   generation), so a value read before a write is never cached after that write's eviction.
 //!
 //! Entries also age out after [`ENTRY_MAX_AGE`]: the bound on staleness should a write reach
-//! Redis but its announcement fail (the writer then reports the error).
+//! Redis but its announcement fail (the writer then reports the error), and on how long a
+//! copy outlives its record's TTL (expiries are not announced). A session record's TTL only
+//! mirrors the lifetime `SessionRules::judge` enforces by the clock on every lookup, so such a
+//! copy is always judged ended.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
