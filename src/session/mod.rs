@@ -84,6 +84,15 @@ impl Sessions {
         Ok(record)
     }
 
+    /// Drops the decoded record of a session that ended or is gone, so its
+    /// vault does not stay in memory until the memo fills.
+    fn forget(&self, digest: &str) {
+        self.decoded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest);
+    }
+
     /// One store round trip: the record and the log-out-all epoch together.
     /// A live session whose idle clock needs refreshing is refreshed here.
     pub async fn lookup(&self, id: &SessionId, now_ms: u64) -> Result<Lookup, StoreError> {
@@ -91,6 +100,7 @@ impl Sessions {
         let keys = [Key::Session(digest.clone()), Key::EpochGlobal];
         let mut got = self.store.get_many(&keys).await?.into_iter();
         let (Some(rec), epoch) = (got.next().flatten(), got.next().flatten()) else {
+            self.forget(&digest);
             return Ok(Lookup::None);
         };
         let record = self.decode_shared(&digest, &rec.value)?;
@@ -146,6 +156,7 @@ impl Sessions {
         }
         if let Some(old) = replacing {
             self.store.delete(&Key::Session(old.digest.clone())).await?;
+            self.forget(&old.digest);
             if let Some(user) = &old.record.user {
                 self.store
                     .set_remove(&Key::UserSessions(user.clone()), &old.digest)
@@ -197,6 +208,7 @@ impl Sessions {
                 .put(&key, encode(&tomb), Some(rules::TOMBSTONE_LIFETIME))
                 .await?;
         }
+        self.forget(digest);
         if let Some(user) = user {
             self.store
                 .set_remove(&Key::UserSessions(user.to_string()), digest)
@@ -310,4 +322,106 @@ fn encode(record: &SessionRecord) -> bytes::Bytes {
 
 fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
     codec::decode(bytes).map_err(|_| StoreError::Corrupt("undecodable session record".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreSettings;
+    use http::{header, HeaderMap, HeaderValue};
+    use std::time::Duration;
+
+    const NOW: u64 = 1_000_000;
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            user: Some("alice@example.com".into()),
+            state: SessionState::Active,
+            created_ms: NOW,
+            last_seen_ms: NOW,
+            class: "web".into(),
+            client_ip: "192.0.2.1".into(),
+            country: None,
+            user_agent: String::new(),
+            vault: Vault::default(),
+            csrf: String::new(),
+            return_to: None,
+            second_factor: None,
+            pending_seed: None,
+            two_factor_passed: true,
+            password_expired: false,
+            area: String::new(),
+            two_factor_waived_by_area: false,
+            lifetime_ms: None,
+            api_challenge: false,
+        }
+    }
+
+    fn live(lookup: Lookup) -> Session {
+        match lookup {
+            Lookup::Live(s) => *s,
+            other => panic!("expected a live session, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_is_decoded_once_per_version_and_forgotten_when_its_session_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // As the gateway opens it: the session cache in front.
+        let settings = StoreSettings {
+            url: format!("file:{}", dir.path().join("state.redb").display()),
+            ..StoreSettings::default()
+        };
+        let store = crate::store::open(&settings).await.expect("store");
+        let rules = SessionRules {
+            absolute_timeout: Duration::from_secs(3600),
+            idle_timeout: None,
+            expire_on_browser_close: false,
+            prevent_concurrent: true,
+            classes: Vec::new(),
+        };
+        let sessions = Sessions::new(store, rules);
+        let (id, _) = sessions.start(record(), NOW, None).await.expect("start");
+
+        // Unchanged: the same decoded record, shared.
+        let first = live(sessions.lookup(&id, NOW).await.expect("lookup"));
+        let again = live(sessions.lookup(&id, NOW).await.expect("lookup"));
+        assert!(Arc::ptr_eq(&first.record, &again.record));
+
+        // Changed (a dashboard cookie vaulted): the new version is decoded,
+        // and the copy changed did not alter the one shared.
+        let mut changed = again;
+        let mut answer = HeaderMap::new();
+        answer.insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static("APPSESSION=s3cret; Path=/; HttpOnly"),
+        );
+        changed.record_mut().vault.absorb(&mut answer, "/", NOW);
+        assert!(first.record.vault.is_empty());
+        assert!(sessions.save(&mut changed, NOW).await.expect("save"));
+        let after = live(sessions.lookup(&id, NOW).await.expect("lookup"));
+        assert!(!Arc::ptr_eq(&first.record, &after.record));
+        assert_eq!(
+            after.record.vault.names().collect::<Vec<_>>(),
+            ["APPSESSION"]
+        );
+
+        // Ended: its vault is not kept in memory.
+        sessions
+            .end(&after.digest, Some("alice@example.com"), EndReason::Logout)
+            .await
+            .expect("end");
+        let vaults_kept = sessions
+            .decoded
+            .lock()
+            .expect("memo")
+            .values()
+            .filter(|(_, r)| !r.vault.is_empty())
+            .count();
+        assert_eq!(vaults_kept, 0);
+        assert!(matches!(
+            sessions.lookup(&id, NOW).await.expect("lookup"),
+            Lookup::Ended(EndReason::Logout)
+        ));
+    }
 }
