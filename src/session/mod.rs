@@ -77,6 +77,13 @@ impl Sessions {
         }
         let record = Arc::new(decode(bytes)?);
         let mut memo = lock();
+        // Only active sessions are read on every request. An ended one's
+        // tombstone would otherwise stay here for every session signed out
+        // (a soak grew by about 1.5 KB per sign-in).
+        if record.state != SessionState::Active {
+            memo.remove(digest);
+            return Ok(record);
+        }
         if memo.len() >= MAX_DECODED && !memo.contains_key(digest) {
             memo.clear();
         }
@@ -365,7 +372,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_record_is_decoded_once_per_version_and_forgotten_when_its_session_ends() {
+    async fn an_active_record_is_decoded_once_per_version_and_nothing_is_kept_once_it_ends() {
         let dir = tempfile::tempdir().expect("tempdir");
         // As the gateway opens it: the session cache in front.
         let settings = StoreSettings {
@@ -406,22 +413,16 @@ mod tests {
             ["APPSESSION"]
         );
 
-        // Ended: its vault is not kept in memory.
+        // Ended: nothing of it is kept, not even its tombstone once read.
         sessions
             .end(&after.digest, Some("alice@example.com"), EndReason::Logout)
             .await
             .expect("end");
-        let vaults_kept = sessions
-            .decoded
-            .lock()
-            .expect("memo")
-            .values()
-            .filter(|(_, r)| !r.vault.is_empty())
-            .count();
-        assert_eq!(vaults_kept, 0);
+        assert!(sessions.decoded.lock().expect("memo").is_empty());
         assert!(matches!(
             sessions.lookup(&id, NOW).await.expect("lookup"),
             Lookup::Ended(EndReason::Logout)
         ));
+        assert!(sessions.decoded.lock().expect("memo").is_empty());
     }
 }
