@@ -341,27 +341,7 @@ mod tests {
     const NOW: u64 = 1_000_000;
 
     fn record() -> SessionRecord {
-        SessionRecord {
-            user: Some("alice@example.com".into()),
-            state: SessionState::Active,
-            created_ms: NOW,
-            last_seen_ms: NOW,
-            class: "web".into(),
-            client_ip: "192.0.2.1".into(),
-            country: None,
-            user_agent: String::new(),
-            vault: Vault::default(),
-            csrf: String::new(),
-            return_to: None,
-            second_factor: None,
-            pending_seed: None,
-            two_factor_passed: true,
-            password_expired: false,
-            area: String::new(),
-            two_factor_waived_by_area: false,
-            lifetime_ms: None,
-            api_challenge: false,
-        }
+        record::test_active(NOW, NOW)
     }
 
     fn live(lookup: Lookup) -> Session {

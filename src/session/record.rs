@@ -109,3 +109,30 @@ impl SessionRecord {
         self.state == SessionState::Active
     }
 }
+
+/// An active, 2FA-passed session of alice created at `created_ms` and last
+/// seen at `last_seen_ms`: the record unit tests start from.
+#[cfg(test)]
+pub(crate) fn test_active(created_ms: u64, last_seen_ms: u64) -> SessionRecord {
+    SessionRecord {
+        user: Some("alice@example.com".into()),
+        state: SessionState::Active,
+        created_ms,
+        last_seen_ms,
+        class: "web".into(),
+        client_ip: "192.0.2.1".into(),
+        country: None,
+        user_agent: String::new(),
+        vault: super::vault::Vault::default(),
+        csrf: String::new(),
+        return_to: None,
+        second_factor: None,
+        pending_seed: None,
+        two_factor_passed: true,
+        password_expired: false,
+        area: String::new(),
+        two_factor_waived_by_area: false,
+        lifetime_ms: None,
+        api_challenge: false,
+    }
+}

@@ -123,7 +123,6 @@ impl SessionRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::vault::Vault;
 
     fn rules(idle: Option<u64>) -> SessionRules {
         SessionRules {
@@ -143,25 +142,8 @@ mod tests {
 
     fn active(created_s: u64, seen_s: u64) -> SessionRecord {
         SessionRecord {
-            user: Some("alice@example.com".into()),
-            state: SessionState::Active,
-            created_ms: created_s * 1000,
-            last_seen_ms: seen_s * 1000,
-            class: "web".into(),
-            client_ip: "192.0.2.1".into(),
-            country: None,
-            user_agent: String::new(),
-            vault: Vault::default(),
-            csrf: String::new(),
-            return_to: None,
-            second_factor: None,
-            pending_seed: None,
             two_factor_passed: false,
-            password_expired: false,
-            area: String::new(),
-            two_factor_waived_by_area: false,
-            lifetime_ms: None,
-            api_challenge: false,
+            ..crate::session::record::test_active(created_s * 1000, seen_s * 1000)
         }
     }
 
