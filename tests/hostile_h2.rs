@@ -37,12 +37,17 @@ async fn still_serves(gw: &TestGateway, up: &Recorder, h2: Option<&mut RawH2>) {
     };
     let o = h2.request(&h2raw::get(b"/pub/after", &[]), None).await;
     assert_eq!(o.status(), Some(200), "{o:?}");
-    assert_eq!(
-        up.seen()
-            .iter()
-            .map(|s| s.target.as_str())
-            .collect::<Vec<_>>(),
-        vec!["/pub/after"]
+    // A request cut off just before may still be logged by the upstream
+    // after `clear`: it is logged when its body ends, and the gateway drops
+    // the upstream exchange in its own time. It must be incomplete, though.
+    let seen = up.seen();
+    let after = seen.iter().filter(|s| s.target == "/pub/after").count();
+    assert_eq!(after, 1, "upstream saw {seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|s| s.target != "/pub/after")
+            .all(|s| !s.complete),
+        "upstream saw {seen:?}"
     );
 }
 
