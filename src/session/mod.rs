@@ -51,27 +51,46 @@ pub struct Sessions {
     /// seldom, and decoding it was a tenth of gatehouse's own work per
     /// request. A record is reused only for bytes equal to those it came
     /// from, so it is exactly what decoding them again would give.
-    decoded: Mutex<HashMap<String, (Bytes, Arc<SessionRecord>)>>,
+    decoded: Mutex<Memo>,
 }
 
 /// Decoded records kept at most; past it the memo starts again empty. Only
 /// records found in the store get in, so made-up cookies cannot fill it.
 const MAX_DECODED: usize = 16_384;
 
+/// A decoded record not used for this long is dropped. Most sessions are
+/// never signed out but abandoned (a browser closed), and each kept its
+/// record, vault included, until the memo filled: megabytes over a soak.
+const MEMO_IDLE_MS: u64 = 60_000;
+
+#[derive(Default)]
+struct Memo {
+    /// digest → (the bytes it was decoded from, the record, last used, ms).
+    records: HashMap<String, (Bytes, Arc<SessionRecord>, u64)>,
+    /// When records idle past [`MEMO_IDLE_MS`] were last dropped.
+    swept_ms: u64,
+}
+
 impl Sessions {
     pub fn new(store: Arc<dyn Store>, rules: SessionRules) -> Self {
         Self {
             store,
             rules,
-            decoded: Mutex::new(HashMap::new()),
+            decoded: Mutex::new(Memo::default()),
         }
     }
 
     /// The record stored as `bytes` under `digest`, decoded once.
-    fn decode_shared(&self, digest: &str, bytes: &Bytes) -> Result<Arc<SessionRecord>, StoreError> {
+    fn decode_shared(
+        &self,
+        digest: &str,
+        bytes: &Bytes,
+        now_ms: u64,
+    ) -> Result<Arc<SessionRecord>, StoreError> {
         let lock = || self.decoded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, record)) = lock().get(digest) {
+        if let Some((seen, record, used_ms)) = lock().records.get_mut(digest) {
             if seen == bytes {
+                *used_ms = now_ms;
                 return Ok(record.clone());
             }
         }
@@ -81,13 +100,20 @@ impl Sessions {
         // tombstone would otherwise stay here for every session signed out
         // (a soak grew by about 1.5 KB per sign-in).
         if record.state != SessionState::Active {
-            memo.remove(digest);
+            memo.records.remove(digest);
             return Ok(record);
         }
-        if memo.len() >= MAX_DECODED && !memo.contains_key(digest) {
-            memo.clear();
+        // Once per idle period, amortised over the inserts of it.
+        if now_ms.saturating_sub(memo.swept_ms) >= MEMO_IDLE_MS {
+            memo.records
+                .retain(|_, (_, _, used_ms)| now_ms.saturating_sub(*used_ms) < MEMO_IDLE_MS);
+            memo.swept_ms = now_ms;
         }
-        memo.insert(digest.to_string(), (bytes.clone(), record.clone()));
+        if memo.records.len() >= MAX_DECODED && !memo.records.contains_key(digest) {
+            memo.records.clear();
+        }
+        memo.records
+            .insert(digest.to_string(), (bytes.clone(), record.clone(), now_ms));
         Ok(record)
     }
 
@@ -97,6 +123,7 @@ impl Sessions {
         self.decoded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .records
             .remove(digest);
     }
 
@@ -110,7 +137,7 @@ impl Sessions {
             self.forget(&digest);
             return Ok(Lookup::None);
         };
-        let record = self.decode_shared(&digest, &rec.value)?;
+        let record = self.decode_shared(&digest, &rec.value, now_ms)?;
         let epoch_ms = epoch
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.trim().parse().ok())
             .unwrap_or(0);
@@ -398,11 +425,66 @@ mod tests {
             .end(&after.digest, Some("alice@example.com"), EndReason::Logout)
             .await
             .expect("end");
-        assert!(sessions.decoded.lock().expect("memo").is_empty());
+        assert!(sessions.decoded.lock().expect("memo").records.is_empty());
         assert!(matches!(
             sessions.lookup(&id, NOW).await.expect("lookup"),
             Lookup::Ended(EndReason::Logout)
         ));
-        assert!(sessions.decoded.lock().expect("memo").is_empty());
+        assert!(sessions.decoded.lock().expect("memo").records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_nobody_used_for_a_minute_leaves_the_memo() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = StoreSettings {
+            url: format!("file:{}", dir.path().join("state.redb").display()),
+            ..StoreSettings::default()
+        };
+        let store = crate::store::open(&settings).await.expect("store");
+        let rules = SessionRules {
+            absolute_timeout: Duration::from_secs(3600),
+            idle_timeout: None,
+            expire_on_browser_close: false,
+            prevent_concurrent: false,
+            classes: Vec::new(),
+        };
+        let sessions = Sessions::new(store, rules);
+        let memo = || {
+            let mut d: Vec<String> = sessions
+                .decoded
+                .lock()
+                .expect("memo")
+                .records
+                .keys()
+                .cloned()
+                .collect();
+            d.sort();
+            d
+        };
+        let (abandoned, a) = sessions.start(record(), NOW, None).await.expect("start");
+        let (kept, k) = sessions.start(record(), NOW, None).await.expect("start");
+        live(sessions.lookup(&abandoned, NOW).await.expect("lookup"));
+        live(sessions.lookup(&kept, NOW).await.expect("lookup"));
+        let mut both = vec![a.digest.clone(), k.digest.clone()];
+        both.sort();
+        assert_eq!(memo(), both);
+
+        // One is used on; the other's browser is gone. A minute on, the next
+        // record decoded sweeps the one idle since.
+        let later = NOW + MEMO_IDLE_MS / 2;
+        live(sessions.lookup(&kept, later).await.expect("lookup"));
+        let sweep_at = NOW + MEMO_IDLE_MS;
+        let (third, t) = sessions
+            .start(record(), sweep_at, None)
+            .await
+            .expect("start");
+        live(sessions.lookup(&third, sweep_at).await.expect("lookup"));
+        let mut left = vec![k.digest.clone(), t.digest.clone()];
+        left.sort();
+        assert_eq!(
+            memo(),
+            left,
+            "the abandoned record is gone, the used ones stay"
+        );
     }
 }

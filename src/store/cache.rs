@@ -50,6 +50,8 @@ struct Inner {
     entries: HashMap<Key, Entry>,
     /// Grows with every eviction; a read-through that saw another value inserts nothing.
     generation: u64,
+    /// When copies past their age were last dropped.
+    swept: Instant,
 }
 
 struct Entry {
@@ -73,6 +75,7 @@ impl Cache {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 generation: 0,
+                swept: Instant::now(),
             }),
             lease_until_ms: AtomicU64::new(lease_until_ms),
             base: Instant::now(),
@@ -153,10 +156,29 @@ impl Cache {
 
     /// Keeps copies read at `generation`, unless something was evicted since.
     fn insert(&self, generation: u64, pairs: impl Iterator<Item = (Key, Option<Versioned>)>) {
-        let now = Instant::now();
+        self.insert_at(Instant::now(), generation, pairs)
+    }
+
+    fn insert_at(
+        &self,
+        now: Instant,
+        generation: u64,
+        pairs: impl Iterator<Item = (Key, Option<Versioned>)>,
+    ) {
         let mut inner = self.lock();
         if inner.generation != generation || !self.usable() {
             return;
+        }
+        // Copies past their age are dropped here, once per age: most are
+        // never asked for again (a browser closed, a signed-out cookie
+        // refused once), and left until the map filled they grew a
+        // 30-minute soak by megabytes. So the map holds what was read in
+        // the last two ages, and the sweep costs O(1) per insert amortised.
+        if now.saturating_duration_since(inner.swept) >= ENTRY_MAX_AGE {
+            inner
+                .entries
+                .retain(|_, e| now.saturating_duration_since(e.stored) < ENTRY_MAX_AGE);
+            inner.swept = now;
         }
         for (key, value) in pairs {
             // Absent sessions are not kept: made-up cookies would fill the cache. The
@@ -167,7 +189,7 @@ impl Cache {
             if inner.entries.len() >= MAX_ENTRIES && !inner.entries.contains_key(&key) {
                 inner
                     .entries
-                    .retain(|_, e| now.duration_since(e.stored) < ENTRY_MAX_AGE);
+                    .retain(|_, e| now.saturating_duration_since(e.stored) < ENTRY_MAX_AGE);
                 if inner.entries.len() >= MAX_ENTRIES {
                     return;
                 }
@@ -330,6 +352,31 @@ mod tests {
 
     fn session(d: &str) -> Key {
         Key::Session(d.to_owned())
+    }
+
+    #[test]
+    fn copies_nobody_asks_for_again_are_dropped_once_past_their_age() {
+        let cache = Cache::local();
+        let t0 = Instant::now();
+        for n in 0..100 {
+            let key = session(&format!("old{n}"));
+            cache.insert_at(t0, 0, [(key, v(1))].into_iter());
+        }
+        assert_eq!(cache.len(), 100);
+        // Within the age nothing is swept; past it one insert drops them all.
+        cache.insert_at(
+            t0 + ENTRY_MAX_AGE / 2,
+            0,
+            [(session("new1"), v(1))].into_iter(),
+        );
+        assert_eq!(cache.len(), 101);
+        let later = t0 + ENTRY_MAX_AGE + Duration::from_millis(1);
+        cache.insert_at(later, 0, [(session("new2"), v(1))].into_iter());
+        assert_eq!(
+            cache.len(),
+            2,
+            "only the copies younger than the age remain"
+        );
     }
 
     #[test]

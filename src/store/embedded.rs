@@ -342,16 +342,25 @@ const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 type WriteTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 type ReadTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
 
+/// redb's own page cache. Its default (1 GiB) lets the gateway's memory
+/// follow the file's size; every proxied request is served from the
+/// session cache in front (`store::cache`), so redb is read on sign-in and
+/// by the admin pages only, and the kernel's page cache still holds the file.
+const PAGE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Config(format!("cannot create directory {}: {e}", dir.display()))
         })?;
     }
-    let db = Database::create(path).map_err(|e| match e {
-        DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
-        e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
-    })?;
+    let db = Database::builder()
+        .set_cache_size(PAGE_CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::InUse(path.display().to_string()),
+            e => StoreError::Unavailable(format!("cannot open {}: {e}", path.display())),
+        })?;
     // Create the table up front so read transactions never meet a missing table.
     let txn = db.begin_write().map_err(unavailable)?;
     txn.open_table(RECORDS).map_err(unavailable)?;
