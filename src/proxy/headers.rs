@@ -1,8 +1,11 @@
 //! Header hygiene between client, gateway and upstream.
 
 use crate::client_ip::ClientIp;
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) that never cross the gateway.
 fn is_hop_by_hop(name: &str) -> bool {
@@ -99,7 +102,6 @@ pub fn strip_client_claims(headers: &mut HeaderMap) {
 /// Set the forwarding fields from what gatehouse established itself: the
 /// values are replaced, never appended to.
 pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
-    let ip = ip_text(client);
     // The host was validated by the gate (no quotes or backslashes); the
     // removal is a second line of defence inside the quoted-string.
     let host_q: Cow<'_, str> = if host.contains(['"', '\\']) {
@@ -107,55 +109,83 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: ClientIp, host: &str) {
     } else {
         Cow::Borrowed(host)
     };
-    // Pushed rather than `format!`ted: this runs on every request.
-    let mut forwarded = String::with_capacity(ip.len() + host_q.len() + 32);
-    forwarded.push_str("for=");
-    if let ClientIp::Known(std::net::IpAddr::V6(_)) = client {
-        forwarded.push_str("\"[");
-        forwarded.push_str(&ip);
-        forwarded.push_str("]\"");
+    // Every value is a slice of `Forwarded`'s, which holds the address and
+    // the host: one allocation for the five fields, on every request (five
+    // before).
+    let v6 = matches!(client, ClientIp::Known(IpAddr::V6(_)));
+    let mut buf = BytesMut::with_capacity(host_q.len() + 64);
+    buf.extend_from_slice(if v6 { &b"for=\"["[..] } else { b"for=" });
+    let ip = buf.len();
+    push_ip(&mut buf, client);
+    let ip = ip..buf.len();
+    buf.extend_from_slice(if v6 {
+        &b"]\";proto=https;host=\""[..]
     } else {
-        forwarded.push_str(&ip);
-    }
-    forwarded.push_str(";proto=https;host=\"");
-    forwarded.push_str(&host_q);
-    forwarded.push('"');
+        b";proto=https;host=\""
+    });
+    let host = buf.len();
+    buf.extend_from_slice(host_q.as_bytes());
+    let host = host..buf.len();
+    buf.extend_from_slice(b"\"");
+    let forwarded = buf.freeze();
     // A request's map is sized for the fields it came with; growing it
     // once beats rehashing on the way.
     headers.reserve(5);
-    if let Ok(v) = HeaderValue::from_str(&host_q) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
-    if let Ok(v) = HeaderValue::try_from(ip) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(forwarded.slice(ip)) {
         headers.insert(X_FORWARDED_FOR, v.clone());
         headers.insert(X_REAL_IP, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    if let Ok(v) = HeaderValue::try_from(forwarded) {
-        headers.insert(FORWARDED, v);
+    // Visible ASCII only, as `HeaderValue::from_str` demands (`from_bytes`
+    // would let other bytes through); else no field names the host.
+    if host_q
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) || b == b'\t')
+    {
+        if let Ok(v) = HeaderValue::from_maybe_shared(forwarded.slice(host)) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        if let Ok(v) = HeaderValue::from_maybe_shared(forwarded) {
+            headers.insert(FORWARDED, v);
+        }
     }
 }
 
 /// The client's address as text. IPv4 is written digit by digit: through
 /// `fmt` it was a third of the cost of setting the forwarding fields.
-fn ip_text(client: ClientIp) -> String {
-    let ClientIp::Known(std::net::IpAddr::V4(v4)) = client else {
-        return client.to_string();
+fn push_ip(buf: &mut BytesMut, client: ClientIp) {
+    let ClientIp::Known(IpAddr::V4(v4)) = client else {
+        // Writing into a BytesMut cannot fail.
+        let _ = write!(buf, "{client}");
+        return;
     };
-    let mut text = String::with_capacity(15);
+    // Into an array, then one copy: pushed byte by byte into the buffer it
+    // cost more than `fmt` saved.
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    let mut push = |b: u8| {
+        if let Some(slot) = text.get_mut(n) {
+            *slot = b;
+            n += 1;
+        }
+    };
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            text.push('.');
+            push(b'.');
         }
-        if octet >= 100 {
-            text.push(char::from(b'0' + octet / 100));
+        let skip = match octet {
+            100.. => 0,
+            10..=99 => 1,
+            _ => 2,
+        };
+        for d in [octet / 100, octet / 10 % 10, octet % 10]
+            .into_iter()
+            .skip(skip)
+        {
+            push(b'0' + d);
         }
-        if octet >= 10 {
-            text.push(char::from(b'0' + octet / 10 % 10));
-        }
-        text.push(char::from(b'0' + octet % 10));
     }
-    text
+    buf.extend_from_slice(text.get(..n).unwrap_or_default());
 }
 
 /// A redirect the dashboard wrote with its own address (what it sees when
@@ -249,6 +279,12 @@ mod tests {
         );
     }
 
+    fn ip_text(client: ClientIp) -> String {
+        let mut buf = BytesMut::new();
+        push_ip(&mut buf, client);
+        String::from_utf8(buf.to_vec()).expect("ascii")
+    }
+
     #[test]
     fn addresses_are_written_as_std_writes_them() {
         for ip in [
@@ -268,6 +304,75 @@ mod tests {
             assert_eq!(ip_text(ClientIp::Known(ip)), ip.to_string());
         }
         assert_eq!(ip_text(ClientIp::Unknown), "unknown");
+    }
+
+    #[test]
+    fn forwarding_fields_name_the_client_and_host_as_rfc_7239_quotes_them() {
+        let fields = |client: ClientIp, host: &str| {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, client, host);
+            let get = |n: &str| h.get(n).map(|v| v.to_str().expect("ascii").to_owned());
+            [
+                get("forwarded"),
+                get("x-forwarded-for"),
+                get("x-real-ip"),
+                get("x-forwarded-host"),
+                get("x-forwarded-proto"),
+            ]
+        };
+        let v4 = ClientIp::Known("192.0.2.7".parse().expect("ip"));
+        let v6 = ClientIp::Known("2001:db8::1".parse().expect("ip"));
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            fields(v4, "dash.example.com:8443"),
+            [
+                some("for=192.0.2.7;proto=https;host=\"dash.example.com:8443\""),
+                some("192.0.2.7"),
+                some("192.0.2.7"),
+                some("dash.example.com:8443"),
+                some("https"),
+            ]
+        );
+        // RFC 7239 §6: an IPv6 node is bracketed and quoted.
+        assert_eq!(
+            fields(v6, "[2001:db8::2]"),
+            [
+                some("for=\"[2001:db8::1]\";proto=https;host=\"[2001:db8::2]\""),
+                some("2001:db8::1"),
+                some("2001:db8::1"),
+                some("[2001:db8::2]"),
+                some("https"),
+            ]
+        );
+        assert_eq!(
+            fields(ClientIp::Unknown, "a\"b\\c")[..2],
+            [
+                some("for=unknown;proto=https;host=\"abc\""),
+                some("unknown")
+            ]
+        );
+        // A host that is no header value (the gate refuses it first) is not
+        // named at all; the client still is.
+        assert_eq!(
+            fields(v4, "d\u{e9}.example"),
+            [
+                None,
+                some("192.0.2.7"),
+                some("192.0.2.7"),
+                None,
+                some("https")
+            ]
+        );
+        assert_eq!(
+            fields(v4, "a\nb"),
+            [
+                None,
+                some("192.0.2.7"),
+                some("192.0.2.7"),
+                None,
+                some("https")
+            ]
+        );
     }
 
     #[test]
