@@ -378,10 +378,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_active_record_is_decoded_once_per_version_and_nothing_is_kept_once_it_ends() {
+    /// Sessions on an embedded store, opened as the gateway opens it (the
+    /// session cache in front); the directory lives as long as it is held.
+    async fn on_disk(prevent_concurrent: bool) -> (tempfile::TempDir, Sessions) {
         let dir = tempfile::tempdir().expect("tempdir");
-        // As the gateway opens it: the session cache in front.
         let settings = StoreSettings {
             url: format!("file:{}", dir.path().join("state.redb").display()),
             ..StoreSettings::default()
@@ -391,10 +391,15 @@ mod tests {
             absolute_timeout: Duration::from_secs(3600),
             idle_timeout: None,
             expire_on_browser_close: false,
-            prevent_concurrent: true,
+            prevent_concurrent,
             classes: Vec::new(),
         };
-        let sessions = Sessions::new(store, rules);
+        (dir, Sessions::new(store, rules))
+    }
+
+    #[tokio::test]
+    async fn an_active_record_is_decoded_once_per_version_and_nothing_is_kept_once_it_ends() {
+        let (_dir, sessions) = on_disk(true).await;
         let (id, _) = sessions.start(record(), NOW, None).await.expect("start");
 
         // Unchanged: the same decoded record, shared.
@@ -435,20 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_nobody_used_for_a_minute_leaves_the_memo() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let settings = StoreSettings {
-            url: format!("file:{}", dir.path().join("state.redb").display()),
-            ..StoreSettings::default()
-        };
-        let store = crate::store::open(&settings).await.expect("store");
-        let rules = SessionRules {
-            absolute_timeout: Duration::from_secs(3600),
-            idle_timeout: None,
-            expire_on_browser_close: false,
-            prevent_concurrent: false,
-            classes: Vec::new(),
-        };
-        let sessions = Sessions::new(store, rules);
+        let (_dir, sessions) = on_disk(false).await;
         let memo = || {
             let mut d: Vec<String> = sessions
                 .decoded
