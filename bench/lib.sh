@@ -52,6 +52,51 @@ start_redis() { # $1 port, rest: a command prefix (taskset …)
   wait_port "$port"
 }
 
+# nginx as the bench's reference: `nginx_config PORT UPSTREAM_PORT WORKERS
+# [directive...]` writes $WORK/nginx.conf. TLS proxy_pass with a keep-alive
+# upstream pool, access log off. Both proxies apply the same suite order
+# (tls.rs's, Mozilla's), so each client meets the same cipher behind either:
+# left to its default, nginx follows the client, and wrk lists AES-256 first.
+nginx_config() {
+  local port=$1 up=$2 workers=$3; shift 3
+  mkdir -p "$WORK/nginx"
+  cat >"$WORK/nginx.conf" <<EOF
+worker_processes $workers;
+daemon off;
+$(printf '%s\n' "$@")
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 30000; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  fastcgi_temp_path $WORK/nginx/fastcgi;
+  uwsgi_temp_path $WORK/nginx/uwsgi;
+  scgi_temp_path $WORK/nginx/scgi;
+  upstream dashboard { server 127.0.0.1:$up; keepalive 256; keepalive_requests 10000000; }
+  server {
+    listen 127.0.0.1:$port ssl http2;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    location / {
+      proxy_pass http://dashboard;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+    }
+  }
+}
+EOF
+}
+
 # gatehouse's config for a bench: `gatehouse_config NAME PORT STORE_URL UPSTREAM_PORT THREADS`
 # writes $WORK/NAME.toml. Two-factor required, access log and metrics off.
 gatehouse_config() {
