@@ -127,7 +127,7 @@ secret_key_file = "$WORK/$1.key"
 level = "warn"
 access_log = false
 [metrics]
-listen = "disabled"
+listen = "${6:-disabled}"
 [two_factor]
 mode = "required"
 [password]

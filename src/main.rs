@@ -13,6 +13,7 @@ use std::process::ExitCode;
 /// Many small short-lived allocations per request (headers, session
 /// records): mimalloc spends less CPU on them than glibc's allocator
 /// (BENCHMARKS.md) and keeps memory of idle connections lower.
+#[cfg(not(feature = "heap-stats"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::signal::unix::{signal, SignalKind};

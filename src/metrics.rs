@@ -56,6 +56,8 @@ async fn refresh_gauges(gate: &Gate) {
         }
         *at = Some(std::time::Instant::now());
     }
+    #[cfg(feature = "heap-stats")]
+    metrics::gauge!("gatehouse_heap_allocated_bytes").set(crate::HEAP.allocated() as f64);
     let live = gate.live.load_full();
     if let Ok(all) = live.sessions.all().await {
         let signed_in = all
