@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 /// Many small short-lived allocations per request (headers, session
 /// records): mimalloc spends less CPU on them than glibc's allocator
-/// (BENCHMARKS.md) and keeps memory of idle connections lower.
+/// (BENCHMARKS.md) and keeps memory of idle connections lower. With the
+/// feature `heap-stats` the library's counting allocator (`gatehouse::HEAP`)
+/// takes its place.
 #[cfg(not(feature = "heap-stats"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
