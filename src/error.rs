@@ -44,6 +44,9 @@ pub enum GateError {
     /// The store cannot answer: fail closed.
     #[error("state store unavailable")]
     StoreUnavailable,
+    /// The client's address started too many pre-sign-in sessions lately.
+    #[error("too many new sign-in visits from one address")]
+    TooManyNewVisits,
 }
 
 impl GateError {
@@ -62,6 +65,7 @@ impl GateError {
             GateError::Upstream(ProxyError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             GateError::Upstream(_) => StatusCode::BAD_GATEWAY,
             GateError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GateError::TooManyNewVisits => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -165,6 +169,12 @@ impl GateError {
                 "Sign-in temporarily unavailable",
                 "Sign-in is temporarily unavailable.",
                 "Please try again in a minute. Nothing you did caused this.",
+                None,
+            ),
+            GateError::TooManyNewVisits => (
+                "Too many new visits",
+                "Your network has opened the sign-in page in too many new browser sessions in the last few minutes.",
+                "Use a sign-in page you already have open, or wait 15 minutes and try again.",
                 None,
             ),
         };

@@ -108,6 +108,7 @@ on_both_stores!(
     logout_path_ends_the_gatehouse_session_after_forwarding,
     sixth_attempt_after_five_wrong_passwords_is_refused_without_the_dashboard,
     one_address_spraying_many_usernames_is_throttled,
+    an_address_opening_too_many_sign_in_pages_gets_429_but_its_browsers_keep_theirs,
     open_redirects_in_return_to_land_on_root,
     return_to_brings_the_user_back_where_they_were_going,
     locked_known_and_unknown_users_get_identical_answers,
@@ -341,6 +342,60 @@ async fn sixth_attempt_after_five_wrong_passwords_is_refused_without_the_dashboa
         .send(login_post("alice@example.com", PASSWORD, "", &[]))
         .await;
     assert_eq!(again.status, StatusCode::FOUND, "lock did not expire");
+}
+
+/// Every cookie-less visit to a sign-in page whose dashboard sets a cookie
+/// stores a pre-sign-in session for 15 minutes; one address may start only
+/// so many, so it cannot fill the store.
+async fn an_address_opening_too_many_sign_in_pages_gets_429_but_its_browsers_keep_theirs(
+    b: Backend,
+) {
+    let up = Recorder::start().await;
+    let config = b.config(
+        Config::default()
+            .server("trusted_proxies = [\"127.0.0.1\"]")
+            .rest(
+                "[two_factor]\nmode = \"off\"\n[login]\nsession_cookies = [\"APPSESSION\"]\n\
+                 [session]\nprelogin_per_address = 3",
+            ),
+    );
+    let gw = TestGateway::start(&config, &up.url()).await;
+    let visit = |cookie: &str, ip: &str| {
+        let (cookie, ip) = (cookie.to_owned(), ip.to_owned());
+        let gw = &gw;
+        async move {
+            gw.client()
+                .send(
+                    gw.addr(),
+                    Version::HTTP_11,
+                    get_with("/login?set-cookie", &cookie, &[("x-forwarded-for", &ip)]),
+                )
+                .await
+        }
+    };
+    let mut first = None;
+    for _ in 0..3 {
+        let r = visit("", "198.51.100.7").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let c = session_cookie(&r).expect("a pre-sign-in session");
+        first.get_or_insert(c);
+    }
+    let over = visit("", "198.51.100.7").await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(session_cookie(&over).is_none(), "no session past the cap");
+    assert!(
+        over.text().contains("Too many new visits"),
+        "{}",
+        over.text()
+    );
+    // A browser that has its session uses it again: nothing new is stored.
+    let again = visit(&first.expect("first"), "198.51.100.7").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(session_cookie(&again).is_none(), "the same session is kept");
+    // Another address has its own count.
+    let other = visit("", "198.51.100.8").await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(session_cookie(&other).is_some());
 }
 
 async fn one_address_spraying_many_usernames_is_throttled(b: Backend) {

@@ -319,6 +319,10 @@ fn policy_lines(ctx: &Ctx<'_>) -> Vec<(String, String)> {
             s.session.expire_on_browser_close.to_string(),
         ),
         (
+            "session.prelogin_per_address".into(),
+            s.session.prelogin_per_address.to_string(),
+        ),
+        (
             "lockout.max_failures".into(),
             s.lockout.max_failures.to_string(),
         ),

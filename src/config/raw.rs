@@ -357,6 +357,11 @@ pub struct RawSession {
     /// Client classes with their own session length, matched in order; a
     /// request matching none is "web".
     pub class: Vec<RawClientClass>,
+    /// Pre-sign-in sessions (they keep the cookies the dashboard sets before
+    /// sign-in) one client address may start per 15 minutes, an IPv6
+    /// address counting as its /64. Past it the address gets 429: each would
+    /// be a record in the store for 15 minutes. A browser reuses its own.
+    pub prelogin_per_address: u32,
 }
 
 impl Default for RawSession {
@@ -367,6 +372,7 @@ impl Default for RawSession {
             expire_on_browser_close: false,
             prevent_concurrent: true,
             class: Vec::new(),
+            prelogin_per_address: 300,
         }
     }
 }

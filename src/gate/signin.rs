@@ -479,6 +479,15 @@ impl Gate {
                     .map_err(store_down)?;
             }
             _ => {
+                if !live
+                    .sessions
+                    .admit_prelogin(facts.client)
+                    .await
+                    .map_err(store_down)?
+                {
+                    tracing::debug!(client = %facts.client, "pre-sign-in sessions: address over its cap");
+                    return Err(GateError::TooManyNewVisits);
+                }
                 let record = SessionRecord {
                     user: None,
                     state: SessionState::Anonymous,

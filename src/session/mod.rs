@@ -11,9 +11,11 @@ pub use cookie::SessionId;
 pub use record::{EndReason, SecondFactor, SessionRecord, SessionState};
 pub use rules::{SessionRules, Verdict};
 
+use crate::client_ip::ClientIp;
 use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use vault::Vault;
 
@@ -163,6 +165,20 @@ impl Sessions {
                 Ok(Lookup::Ended(reason))
             }
         }
+    }
+
+    /// Whether `client` may start one more pre-sign-in session now, and
+    /// counts it. Such a session is stored for 15 minutes before anyone has
+    /// signed in, so without a cap one address could fill the store.
+    pub async fn admit_prelogin(&self, client: ClientIp) -> Result<bool, StoreError> {
+        let started = self
+            .store
+            .incr(
+                &Key::PreloginIp(prelogin_bucket(client)),
+                Some(rules::PENDING_LIFETIME),
+            )
+            .await?;
+        Ok(started <= i64::from(self.rules.prelogin_per_address))
     }
 
     /// Store a new session under a fresh id (never reusing an id the browser
@@ -358,6 +374,20 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
     codec::decode(bytes).map_err(|_| StoreError::Corrupt("undecodable session record".into()))
 }
 
+/// The address a pre-sign-in session is counted against: an IPv6 client
+/// holds a whole /64 (RFC 4291 interface identifiers are its own to pick).
+fn prelogin_bucket(client: ClientIp) -> String {
+    match client {
+        ClientIp::Known(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let net = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", Ipv6Addr::from(net))
+        }
+        ClientIp::Known(IpAddr::V6(v6)) => v6.to_canonical().to_string(),
+        ClientIp::Known(ip) => ip.to_string(),
+        ClientIp::Unknown => "unknown".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,6 +423,7 @@ mod tests {
             expire_on_browser_close: false,
             prevent_concurrent,
             classes: Vec::new(),
+            prelogin_per_address: 3,
         };
         (dir, Sessions::new(store, rules))
     }
@@ -478,5 +509,34 @@ mod tests {
             left,
             "the abandoned record is gone, the used ones stay"
         );
+    }
+
+    #[test]
+    fn prelogin_sessions_count_per_address_and_per_ipv6_slash_64() {
+        let ip = |s: &str| ClientIp::Known(s.parse().expect("ip"));
+        assert_eq!(prelogin_bucket(ip("203.0.113.9")), "203.0.113.9");
+        assert_eq!(
+            prelogin_bucket(ip("2001:db8:1:2:aaaa::1")),
+            prelogin_bucket(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_eq!(prelogin_bucket(ip("2001:db8:1:2::1")), "2001:db8:1:2::/64");
+        assert_ne!(
+            prelogin_bucket(ip("2001:db8:1:2::1")),
+            prelogin_bucket(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(prelogin_bucket(ip("::ffff:203.0.113.9")), "203.0.113.9");
+        assert_eq!(prelogin_bucket(ClientIp::Unknown), "unknown");
+    }
+
+    #[tokio::test]
+    async fn an_address_past_its_prelogin_cap_is_refused_and_others_are_not() {
+        let (_dir, sessions) = on_disk(true).await;
+        let a = ClientIp::Known("198.51.100.7".parse().expect("ip"));
+        let b = ClientIp::Known("198.51.100.8".parse().expect("ip"));
+        for _ in 0..3 {
+            assert!(sessions.admit_prelogin(a).await.expect("store"));
+        }
+        assert!(!sessions.admit_prelogin(a).await.expect("store"));
+        assert!(sessions.admit_prelogin(b).await.expect("store"));
     }
 }

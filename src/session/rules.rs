@@ -12,6 +12,8 @@ pub struct SessionRules {
     pub expire_on_browser_close: bool,
     pub prevent_concurrent: bool,
     pub classes: Vec<ClientClass>,
+    /// Pre-sign-in sessions one address may start per [`PENDING_LIFETIME`].
+    pub prelogin_per_address: u32,
 }
 
 /// A client class with its own session length.
@@ -137,6 +139,7 @@ mod tests {
                 expire_after: Some(Duration::from_secs(1000)),
                 two_factor: None,
             }],
+            prelogin_per_address: 300,
         }
     }
 

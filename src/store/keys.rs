@@ -35,6 +35,8 @@ pub enum Key {
     FailUser(String),
     /// Failed logins from an IP in the current window (counter).
     FailIp(String),
+    /// Pre-sign-in sessions an address (IPv6: its /64) started in the current window (counter).
+    PreloginIp(String),
     /// Log out everyone: sessions older than this are dead (value).
     EpochGlobal,
     /// Log out one user everywhere (value).
@@ -87,6 +89,7 @@ impl Key {
             Key::LockUser(u) => user_key(u, "lock"),
             Key::FailUser(u) => user_key(u, "fail"),
             Key::FailIp(ip) => format!("{FAIL_IP}{}}}", esc(ip)),
+            Key::PreloginIp(ip) => format!("{PRELOGIN_IP}{}}}", esc(ip)),
             Key::EpochGlobal => "gh:epoch:global".to_owned(),
             Key::EpochUser(u) => user_key(u, "epoch"),
             Key::Logins(u) => user_key(u, "logins"),
@@ -131,6 +134,9 @@ impl Key {
         if let Some(ip) = tagged(FAIL_IP) {
             return Some(Key::FailIp(ip));
         }
+        if let Some(ip) = tagged(PRELOGIN_IP) {
+            return Some(Key::PreloginIp(ip));
+        }
         if let Some(id) = tagged(INCIDENT) {
             return Some(Key::Incident(id));
         }
@@ -151,6 +157,7 @@ impl Key {
             Key::LockUser(_) => "user lock",
             Key::FailUser(_) => "user failures",
             Key::FailIp(_) => "ip failures",
+            Key::PreloginIp(_) => "ip pre-sign-in sessions",
             Key::EpochGlobal => "global epoch",
             Key::EpochUser(_) => "user epoch",
             Key::Logins(_) => "logins",
@@ -194,6 +201,7 @@ impl KeyPrefix {
 
 const SESSION: &str = "gh:session:{";
 const FAIL_IP: &str = "gh:fail:ip:{";
+const PRELOGIN_IP: &str = "gh:prelogin:ip:{";
 const INCIDENT: &str = "gh:incident:{";
 const TRUSTED: &str = "gh:trusted:{";
 const USER: &str = "gh:{u:";
@@ -255,6 +263,7 @@ mod tests {
             Key::LockUser(n()),
             Key::FailUser(n()),
             Key::FailIp(n()),
+            Key::PreloginIp(n()),
             Key::EpochGlobal,
             Key::EpochUser(n()),
             Key::Logins(n()),
@@ -315,7 +324,11 @@ mod tests {
             .filter(|k| {
                 !matches!(
                     k,
-                    Key::Session(_) | Key::FailIp(_) | Key::Incident(_) | Key::Trusted(_)
+                    Key::Session(_)
+                        | Key::FailIp(_)
+                        | Key::PreloginIp(_)
+                        | Key::Incident(_)
+                        | Key::Trusted(_)
                 )
             })
             .filter(|k| !matches!(k, Key::Users | Key::EpochGlobal | Key::Incidents))

@@ -200,12 +200,19 @@ pub(super) fn validate_session(
             expire_after: c.expire_after.0,
         });
     }
+    if s.prelogin_per_address == 0 {
+        issues.push(ConfigIssue::new(
+            "session.prelogin_per_address",
+            "must be at least 1 (0 would refuse every first visit to the sign-in page)",
+        ));
+    }
     crate::session::SessionRules {
         absolute_timeout: s.absolute_timeout.0,
         idle_timeout: s.idle_timeout.0,
         expire_on_browser_close: s.expire_on_browser_close,
         prevent_concurrent: s.prevent_concurrent,
         classes,
+        prelogin_per_address: s.prelogin_per_address,
     }
 }
 
