@@ -173,7 +173,7 @@ impl GateError {
             ),
             GateError::TooManyNewVisits => (
                 "Too many new visits",
-                "Your network has opened the sign-in page in too many new browser sessions in the last few minutes.",
+                "The sign-in page has been opened in too many new browser sessions in the last few minutes.",
                 "Use a sign-in page you already have open, or wait 15 minutes and try again.",
                 None,
             ),

@@ -323,6 +323,10 @@ fn policy_lines(ctx: &Ctx<'_>) -> Vec<(String, String)> {
             s.session.prelogin_per_address.to_string(),
         ),
         (
+            "session.prelogin_total".into(),
+            s.session.prelogin_total.to_string(),
+        ),
+        (
             "lockout.max_failures".into(),
             s.lockout.max_failures.to_string(),
         ),

@@ -362,6 +362,11 @@ pub struct RawSession {
     /// address counting as its /64. Past it the address gets 429: each would
     /// be a record in the store for 15 minutes. A browser reuses its own.
     pub prelogin_per_address: u32,
+    /// Pre-sign-in sessions all addresses together may start per 15
+    /// minutes: the bound on the store when a flood comes from many
+    /// addresses (an IPv6 /48 holds 65 536 /64s). Past it, new visitors get
+    /// 429 until the window ends; signed-in users are not affected.
+    pub prelogin_total: u32,
 }
 
 impl Default for RawSession {
@@ -373,6 +378,7 @@ impl Default for RawSession {
             prevent_concurrent: true,
             class: Vec::new(),
             prelogin_per_address: 300,
+            prelogin_total: 100_000,
         }
     }
 }

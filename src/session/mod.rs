@@ -169,16 +169,21 @@ impl Sessions {
 
     /// Whether `client` may start one more pre-sign-in session now, and
     /// counts it. Such a session is stored for 15 minutes before anyone has
-    /// signed in, so without a cap one address could fill the store.
+    /// signed in, so without caps a client could fill the store: one per
+    /// address, and one for everyone against floods from many addresses.
+    /// The address is counted first, so one address over its cap does not
+    /// use up everyone's.
     pub async fn admit_prelogin(&self, client: ClientIp) -> Result<bool, StoreError> {
-        let started = self
+        let window = Some(rules::PENDING_LIFETIME);
+        let by_address = self
             .store
-            .incr(
-                &Key::PreloginIp(prelogin_bucket(client)),
-                Some(rules::PENDING_LIFETIME),
-            )
+            .incr(&Key::PreloginIp(prelogin_bucket(client)), window)
             .await?;
-        Ok(started <= i64::from(self.rules.prelogin_per_address))
+        if by_address > i64::from(self.rules.prelogin_per_address) {
+            return Ok(false);
+        }
+        let by_all = self.store.incr(&Key::PreloginAll, window).await?;
+        Ok(by_all <= i64::from(self.rules.prelogin_total))
     }
 
     /// Store a new session under a fresh id (never reusing an id the browser
@@ -424,6 +429,7 @@ mod tests {
             prevent_concurrent,
             classes: Vec::new(),
             prelogin_per_address: 3,
+            prelogin_total: 4,
         };
         (dir, Sessions::new(store, rules))
     }
@@ -529,7 +535,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_address_past_its_prelogin_cap_is_refused_and_others_are_not() {
+    async fn prelogin_caps_refuse_an_address_past_its_own_and_everyone_past_the_total() {
         let (_dir, sessions) = on_disk(true).await;
         let a = ClientIp::Known("198.51.100.7".parse().expect("ip"));
         let b = ClientIp::Known("198.51.100.8".parse().expect("ip"));
@@ -538,5 +544,9 @@ mod tests {
         }
         assert!(!sessions.admit_prelogin(a).await.expect("store"));
         assert!(sessions.admit_prelogin(b).await.expect("store"));
+        // Four started in all (a's refused fourth is not among them): the
+        // total cap now refuses a third address.
+        let c = ClientIp::Known("2001:db8::1".parse().expect("ip"));
+        assert!(!sessions.admit_prelogin(c).await.expect("store"));
     }
 }

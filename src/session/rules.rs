@@ -14,6 +14,8 @@ pub struct SessionRules {
     pub classes: Vec<ClientClass>,
     /// Pre-sign-in sessions one address may start per [`PENDING_LIFETIME`].
     pub prelogin_per_address: u32,
+    /// Pre-sign-in sessions all addresses may start per [`PENDING_LIFETIME`].
+    pub prelogin_total: u32,
 }
 
 /// A client class with its own session length.
@@ -140,6 +142,7 @@ mod tests {
                 two_factor: None,
             }],
             prelogin_per_address: 300,
+            prelogin_total: 100_000,
         }
     }
 

@@ -37,6 +37,8 @@ pub enum Key {
     FailIp(String),
     /// Pre-sign-in sessions an address (IPv6: its /64) started in the current window (counter).
     PreloginIp(String),
+    /// Pre-sign-in sessions all addresses started in the current window (counter).
+    PreloginAll,
     /// Log out everyone: sessions older than this are dead (value).
     EpochGlobal,
     /// Log out one user everywhere (value).
@@ -90,6 +92,7 @@ impl Key {
             Key::FailUser(u) => user_key(u, "fail"),
             Key::FailIp(ip) => format!("{FAIL_IP}{}}}", esc(ip)),
             Key::PreloginIp(ip) => format!("{PRELOGIN_IP}{}}}", esc(ip)),
+            Key::PreloginAll => "gh:prelogin:all".to_owned(),
             Key::EpochGlobal => "gh:epoch:global".to_owned(),
             Key::EpochUser(u) => user_key(u, "epoch"),
             Key::Logins(u) => user_key(u, "logins"),
@@ -106,6 +109,7 @@ impl Key {
             "gh:users" => return Some(Key::Users),
             "gh:epoch:global" => return Some(Key::EpochGlobal),
             "gh:incidents" => return Some(Key::Incidents),
+            "gh:prelogin:all" => return Some(Key::PreloginAll),
             _ => {}
         }
         if let Some(rest) = s.strip_prefix(USER) {
@@ -158,6 +162,7 @@ impl Key {
             Key::FailUser(_) => "user failures",
             Key::FailIp(_) => "ip failures",
             Key::PreloginIp(_) => "ip pre-sign-in sessions",
+            Key::PreloginAll => "pre-sign-in sessions",
             Key::EpochGlobal => "global epoch",
             Key::EpochUser(_) => "user epoch",
             Key::Logins(_) => "logins",
@@ -264,6 +269,7 @@ mod tests {
             Key::FailUser(n()),
             Key::FailIp(n()),
             Key::PreloginIp(n()),
+            Key::PreloginAll,
             Key::EpochGlobal,
             Key::EpochUser(n()),
             Key::Logins(n()),
@@ -331,7 +337,12 @@ mod tests {
                         | Key::Trusted(_)
                 )
             })
-            .filter(|k| !matches!(k, Key::Users | Key::EpochGlobal | Key::Incidents))
+            .filter(|k| {
+                !matches!(
+                    k,
+                    Key::Users | Key::EpochGlobal | Key::Incidents | Key::PreloginAll
+                )
+            })
             .map(|k| hash_tag(&k.encode()).map(str::to_owned))
             .collect();
         assert_eq!(tags.len(), 1, "{tags:?}");

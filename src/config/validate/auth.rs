@@ -200,11 +200,16 @@ pub(super) fn validate_session(
             expire_after: c.expire_after.0,
         });
     }
-    if s.prelogin_per_address == 0 {
-        issues.push(ConfigIssue::new(
-            "session.prelogin_per_address",
-            "must be at least 1 (0 would refuse every first visit to the sign-in page)",
-        ));
+    for (key, value) in [
+        ("session.prelogin_per_address", s.prelogin_per_address),
+        ("session.prelogin_total", s.prelogin_total),
+    ] {
+        if value == 0 {
+            issues.push(ConfigIssue::new(
+                key,
+                "must be at least 1 (0 would refuse every first visit to the sign-in page)",
+            ));
+        }
     }
     crate::session::SessionRules {
         absolute_timeout: s.absolute_timeout.0,
@@ -213,6 +218,7 @@ pub(super) fn validate_session(
         prevent_concurrent: s.prevent_concurrent,
         classes,
         prelogin_per_address: s.prelogin_per_address,
+        prelogin_total: s.prelogin_total,
     }
 }
 
