@@ -485,7 +485,7 @@ impl Gate {
                     .await
                     .map_err(store_down)?
                 {
-                    tracing::debug!(client = %facts.client, "pre-sign-in sessions: address over its cap");
+                    tracing::debug!(client = %facts.client, "pre-sign-in sessions: over the address's or the total cap");
                     return Err(GateError::TooManyNewVisits);
                 }
                 let record = SessionRecord {
