@@ -232,11 +232,13 @@ impl Incidents {
     /// Incidents, newest first; only open ones unless `all`.
     pub async fn list(&self, all: bool) -> Result<Vec<Incident>, IncidentError> {
         let mut out = Vec::new();
-        for key in self.store.scan_prefix(&KeyPrefix::Incidents).await? {
-            if let Some(v) = self.store.get_json::<Incident>(&key).await? {
-                if all || v.value.open {
-                    out.push(v.value);
-                }
+        for (_, v) in self
+            .store
+            .scan_json::<Incident>(&KeyPrefix::Incidents)
+            .await?
+        {
+            if all || v.value.open {
+                out.push(v.value);
             }
         }
         out.sort_by_key(|i| std::cmp::Reverse(i.updated_ms));

@@ -302,15 +302,13 @@ impl Sessions {
     /// Every stored session (admin views; walks the keyspace).
     pub async fn all(&self) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::new();
-        for key in self.store.scan_prefix(&KeyPrefix::Sessions).await? {
-            if let Key::Session(digest) = &key {
-                if let Some(v) = self.read(&key).await? {
-                    out.push(Session {
-                        digest: digest.clone(),
-                        record: Arc::new(v.value),
-                        version: v.version,
-                    });
-                }
+        for (key, v) in self.store.scan_values(&KeyPrefix::Sessions).await? {
+            if let Key::Session(digest) = key {
+                out.push(Session {
+                    digest,
+                    record: Arc::new(decode(&v.value)?),
+                    version: v.version,
+                });
             }
         }
         Ok(out)

@@ -326,6 +326,10 @@ impl Store for Cached {
         self.inner.scan_prefix(prefix).await
     }
 
+    async fn scan_values(&self, prefix: &KeyPrefix) -> Result<Vec<(Key, Versioned)>, StoreError> {
+        self.inner.scan_values(prefix).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
@@ -475,5 +479,38 @@ mod tests {
         assert_eq!((second.version, second.value), (2, Bytes::from("2")));
         store.delete(&key).await.expect("delete");
         assert_eq!(store.get(&key).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn walking_every_session_reads_them_all_in_batches_and_caches_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let embedded = super::super::EmbeddedStore::open(dir.path().join("w.redb"))
+            .await
+            .expect("open");
+        let cache = Cache::local();
+        let store = Cached::new(Arc::new(embedded), cache.clone());
+        // More than one batch, so the batching is walked across its edge.
+        let n = super::super::SCAN_BATCH + 3;
+        for i in 0..n {
+            let value = Bytes::from(i.to_string());
+            let key = session(&format!("{i:04}"));
+            assert!(store.create(&key, value, None).await.expect("create"));
+        }
+        let walked: HashMap<Key, Bytes> = store
+            .scan_values(&KeyPrefix::Sessions)
+            .await
+            .expect("walk")
+            .into_iter()
+            .map(|(key, v)| (key, v.value))
+            .collect();
+        assert_eq!(walked.len(), n);
+        for i in 0..n {
+            let key = session(&format!("{i:04}"));
+            assert_eq!(walked.get(&key), Some(&Bytes::from(i.to_string())));
+        }
+        assert_eq!(cache.len(), 0, "a walk left copies in the session cache");
+        // The request path still caches what it reads.
+        store.get(&session("0001")).await.expect("get");
+        assert_eq!(cache.len(), 1);
     }
 }

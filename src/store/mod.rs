@@ -83,6 +83,11 @@ pub struct Versioned<T = Bytes> {
     pub version: u64,
 }
 
+/// Keys read per round trip by [`Store::scan_values`]: large enough that a walk of 100 000
+/// sessions takes a few hundred round trips, small enough that one reply stays far below
+/// Redis's output-buffer limits.
+pub const SCAN_BATCH: usize = 256;
+
 /// The atomic operations gatehouse needs from shared state. Object safe: used as `Arc<dyn Store>`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -148,6 +153,26 @@ pub trait Store: Send + Sync + 'static {
     /// Every live key of one kind (admin views: all sessions, all incidents, …). Not for the
     /// request path: it walks the whole keyspace.
     async fn scan_prefix(&self, prefix: &KeyPrefix) -> Result<Vec<Key>, StoreError>;
+
+    /// Every live record of one kind with its value, read `SCAN_BATCH` keys per round trip
+    /// (admin views, the metrics gauges). Never through the session cache: a walk over every
+    /// session would otherwise fill it with copies no request asks for, and past its cap
+    /// push out the ones requests do.
+    async fn scan_values(&self, prefix: &KeyPrefix) -> Result<Vec<(Key, Versioned)>, StoreError> {
+        let keys = self.scan_prefix(prefix).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(SCAN_BATCH) {
+            let values = self.get_many(batch).await?;
+            out.extend(
+                batch
+                    .iter()
+                    .cloned()
+                    .zip(values)
+                    .filter_map(|(key, value)| Some((key, value?))),
+            );
+        }
+        Ok(out)
+    }
 
     /// Readiness: `Ok` when the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -218,6 +243,27 @@ impl dyn Store {
                 version: v.version,
             })),
         }
+    }
+
+    /// Every live record of one kind, decoded (see [`Store::scan_values`]).
+    pub async fn scan_json<T: DeserializeOwned>(
+        &self,
+        prefix: &KeyPrefix,
+    ) -> Result<Vec<(Key, Versioned<T>)>, StoreError> {
+        self.scan_values(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, v)| {
+                let value = decode_json(&key, &v.value)?;
+                Ok((
+                    key,
+                    Versioned {
+                        value,
+                        version: v.version,
+                    },
+                ))
+            })
+            .collect()
     }
 
     pub async fn put_json<T: Serialize + ?Sized>(
