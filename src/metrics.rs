@@ -57,7 +57,11 @@ async fn refresh_gauges(gate: &Gate) {
         *at = Some(std::time::Instant::now());
     }
     #[cfg(feature = "heap-stats")]
-    metrics::gauge!("gatehouse_heap_allocated_bytes").set(crate::HEAP.allocated() as f64);
+    {
+        metrics::gauge!("gatehouse_heap_allocated_bytes").set(crate::HEAP.allocated() as f64);
+        metrics::gauge!("gatehouse_store_page_cache_bytes")
+            .set(crate::store::page_cache_bytes() as f64);
+    }
     let live = gate.live.load_full();
     if let Ok(all) = live.sessions.all().await {
         let signed_in = all

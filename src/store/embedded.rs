@@ -29,6 +29,18 @@ pub struct EmbeddedStore {
     sweeper: JoinHandle<()>,
 }
 
+/// The store opened last (a gateway opens one), for [`page_cache_bytes`].
+#[cfg(feature = "heap-stats")]
+static OPENED: std::sync::Mutex<Weak<Database>> = std::sync::Mutex::new(Weak::new());
+
+/// Bytes in redb's page cache and write buffer (feature `heap-stats`, for bench/soak: the
+/// cache lives in the heap, so the soak can tell it from what else the heap holds).
+#[cfg(feature = "heap-stats")]
+pub fn page_cache_bytes() -> usize {
+    let db = OPENED.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+    db.map_or(0, |db| db.cache_stats().used_bytes())
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the database file, creating its directory if missing.
     pub async fn open(path: PathBuf) -> Result<EmbeddedStore, StoreError> {
@@ -36,6 +48,10 @@ impl EmbeddedStore {
             .await
             .map_err(|_| StoreError::Unavailable("embedded store open task failed".to_owned()))??;
         let db = Arc::new(db);
+        #[cfg(feature = "heap-stats")]
+        {
+            *OPENED.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&db);
+        }
         let sweeper = tokio::spawn(sweep_periodically(Arc::downgrade(&db)));
         Ok(EmbeddedStore { db, sweeper })
     }

@@ -6,6 +6,8 @@
 
 pub mod cache;
 mod embedded;
+#[cfg(feature = "heap-stats")]
+pub use embedded::page_cache_bytes;
 mod keys;
 mod redis;
 pub mod sealed;
