@@ -15,7 +15,7 @@ use crate::client_ip::ClientIp;
 use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use vault::Vault;
 
@@ -382,8 +382,8 @@ fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
 fn prelogin_bucket(client: ClientIp) -> String {
     match client {
         ClientIp::Known(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
-            let net = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(net))
+            // A prefix length of 64 is always valid, so the fallback is never taken.
+            ipnet::Ipv6Net::new(v6, 64).map_or_else(|_| v6.to_string(), |n| n.trunc().to_string())
         }
         ClientIp::Known(IpAddr::V6(v6)) => v6.to_canonical().to_string(),
         ClientIp::Known(ip) => ip.to_string(),
