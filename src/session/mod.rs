@@ -208,6 +208,9 @@ impl Sessions {
             self.store
                 .set_add(&Key::UserSessions(user.clone()), &digest)
                 .await?;
+            // Drops the members that timed out, so the set stays the size of
+            // the user's live sessions whoever lists it.
+            self.of_user(user).await?;
         }
         if let Some(old) = replacing {
             self.store.delete(&Key::Session(old.digest.clone())).await?;
@@ -314,22 +317,35 @@ impl Sessions {
         Ok(out)
     }
 
-    /// The live sessions of one user.
+    /// The live sessions of one user. Members whose record has expired are
+    /// dropped from the user's set here (and so at each sign-in): nothing
+    /// else removes a session that timed out rather than ended, and with
+    /// concurrent sessions allowed the set would otherwise grow by one per
+    /// sign-in for as long as the user exists.
     pub async fn of_user(&self, user: &str) -> Result<Vec<Session>, StoreError> {
+        let set = Key::UserSessions(user.to_string());
+        let digests = self.store.set_members(&set).await?;
         let mut out = Vec::new();
-        for digest in self
-            .store
-            .set_members(&Key::UserSessions(user.to_string()))
-            .await?
-        {
-            let key = Key::Session(digest.clone());
-            if let Some(v) = self.read(&key).await? {
-                if !matches!(v.value.state, SessionState::Ended(_)) {
-                    out.push(Session {
-                        digest,
-                        record: Arc::new(v.value),
-                        version: v.version,
-                    });
+        for batch in digests.chunks(crate::store::SCAN_BATCH) {
+            let keys: Vec<Key> = batch.iter().cloned().map(Key::Session).collect();
+            let records = self.store.get_many(&keys).await?;
+            for (digest, record) in batch.iter().zip(records) {
+                match record {
+                    // A member is added only after its record was created,
+                    // so an absent record has expired or been deleted.
+                    None => {
+                        self.store.set_remove(&set, digest).await?;
+                    }
+                    Some(v) => {
+                        let record = decode(&v.value)?;
+                        if !matches!(record.state, SessionState::Ended(_)) {
+                            out.push(Session {
+                                digest: digest.clone(),
+                                record: Arc::new(record),
+                                version: v.version,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -471,6 +487,52 @@ mod tests {
             Lookup::Ended(EndReason::Logout)
         ));
         assert!(sessions.decoded.lock().expect("memo").records.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_that_timed_out_leaves_its_users_set_when_listed_or_at_the_next_sign_in() {
+        let (_dir, sessions) = on_disk(false).await;
+        let user = "alice@example.com";
+        let (_, kept) = sessions.start(record(), NOW, None).await.expect("start");
+        let (_, expired) = sessions.start(record(), NOW, None).await.expect("start");
+        let (_, ended) = sessions.start(record(), NOW, None).await.expect("start");
+        sessions
+            .end(&ended.digest, Some(user), EndReason::Logout)
+            .await
+            .expect("end");
+        // What the store's TTL does to a session nobody ended.
+        sessions
+            .store
+            .delete(&Key::Session(expired.digest.clone()))
+            .await
+            .expect("delete");
+        let set = Key::UserSessions(user.to_owned());
+        assert_eq!(
+            sessions.store.set_members(&set).await.expect("set").len(),
+            2
+        );
+
+        // Listed by an admin page, or at the user's next sign-in.
+        let listed = sessions.of_user(user).await.expect("of_user");
+        let digests: Vec<&str> = listed.iter().map(|s| s.digest.as_str()).collect();
+        assert_eq!(digests, [kept.digest.as_str()]);
+        assert_eq!(
+            sessions.store.set_members(&set).await.expect("set"),
+            std::slice::from_ref(&kept.digest),
+            "the expired session is still counted as the user's"
+        );
+        let (_, expires_too) = sessions.start(record(), NOW, None).await.expect("start");
+        sessions
+            .store
+            .delete(&Key::Session(expires_too.digest.clone()))
+            .await
+            .expect("delete");
+        let (_, next) = sessions.start(record(), NOW, None).await.expect("start");
+        let mut members = sessions.store.set_members(&set).await.expect("set");
+        members.sort();
+        let mut want = vec![kept.digest.clone(), next.digest.clone()];
+        want.sort();
+        assert_eq!(members, want, "a sign-in drops what timed out");
     }
 
     #[tokio::test]
