@@ -25,6 +25,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -133,7 +134,11 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", chromedriver.display()));
         let stdout = child.stdout.take().expect("chromedriver stdout");
-        let procs = Procs { child, root };
+        let procs = Procs {
+            child,
+            root,
+            seen: Mutex::new(Vec::new()),
+        };
 
         // "ChromeDriver was started successfully on port 12345."
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -452,6 +457,11 @@ impl WebDriverCompatibleCommand for Cdp {
 struct Procs {
     child: Child,
     root: TempDir,
+    /// Every browser process `strays` has found. One that exits before the
+    /// teardown is a zombie with no command line left to find it by, and
+    /// until its parent dies it is not this process's to reap: the teardown
+    /// waits for these too.
+    seen: Mutex<Vec<rustix::process::Pid>>,
 }
 
 impl Procs {
@@ -468,7 +478,8 @@ impl Procs {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
-        dir.filter_map(Result::ok)
+        let found: Vec<rustix::process::Pid> = dir
+            .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -476,7 +487,14 @@ impl Procs {
                     .unwrap_or(false)
             })
             .filter_map(rustix::process::Pid::from_raw)
-            .collect()
+            .collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for pid in &found {
+            if !seen.contains(pid) {
+                seen.push(*pid);
+            }
+        }
+        found
     }
 }
 
@@ -488,11 +506,14 @@ impl Drop for Procs {
         let group = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw);
         // Crashpad handlers run in their own sessions, outside the group:
         // they are found by our temp dir in their command line.
-        let mut known = self.strays();
+        let strays = self.strays();
+        // Killed: the ones running now (a pid seen earlier may have been
+        // reused). Waited for: every one seen.
+        let mut known = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(group) = group {
             let _ = kill_process_group(group, Signal::KILL);
         }
-        for pid in &known {
+        for pid in &strays {
             let _ = kill_process(*pid, Signal::KILL);
         }
         let _ = self.child.kill();
