@@ -580,6 +580,52 @@ async fn embedded_sweep_removes_expired_records() {
         .is_some());
 }
 
+/// A write that changes nothing (the loser of a compare-and-set race, a
+/// create of a key that exists, removing what is not there) leaves the file
+/// as it was: no commit, so no header write and no sync per loser.
+#[tokio::test]
+async fn embedded_writes_that_change_nothing_leave_the_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = store::EmbeddedStore::open(path.clone()).await.unwrap();
+    let key = Key::Session("a".into());
+    let set = Key::UserSessions("alice".into());
+    assert!(store
+        .create(&key, Bytes::from_static(b"1"), None)
+        .await
+        .unwrap());
+    assert!(store.set_add(&set, "a").await.unwrap());
+    let before = std::fs::read(&path).unwrap();
+
+    assert!(!store
+        .compare_and_set(&key, Some(7), Bytes::from_static(b"2"), None)
+        .await
+        .unwrap());
+    assert!(!store
+        .create(&key, Bytes::from_static(b"2"), None)
+        .await
+        .unwrap());
+    assert!(!store.delete(&Key::Session("absent".into())).await.unwrap());
+    assert!(!store.set_add(&set, "a").await.unwrap());
+    assert!(!store.set_remove(&set, "absent").await.unwrap());
+    assert_eq!(store.sweep_expired().await.unwrap(), 0);
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "a write that changed nothing was committed"
+    );
+
+    // The check can see a commit: the winner of the race changes the file.
+    assert!(store
+        .compare_and_set(&key, Some(1), Bytes::from_static(b"2"), None)
+        .await
+        .unwrap());
+    assert!(std::fs::read(&path).unwrap() != before);
+    assert_eq!(
+        store.get(&key).await.unwrap().map(|v| v.value),
+        Some(Bytes::from_static(b"2"))
+    );
+}
+
 const KILL9_DB_ENV: &str = "GATEHOUSE_TEST_KILL9_DB";
 
 /// Child half of `embedded_acknowledged_writes_survive_kill_9`: writes until killed and says

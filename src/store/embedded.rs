@@ -62,10 +62,15 @@ impl EmbeddedStore {
         blocking(move || sweep(&db)).await
     }
 
+    /// Runs `op` in one write transaction, committed if it wrote and
+    /// aborted if not: a durable commit writes and syncs the file's header
+    /// even when nothing changed, and the losers of a compare-and-set race
+    /// (every request of a page load refreshing the same session at once)
+    /// would each pay that sync, one after another behind redb's writer lock.
     async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut WriteTable<'_>, u64) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteTable<'_>, u64) -> Result<Wrote<T>, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
         blocking(move || {
@@ -73,12 +78,20 @@ impl EmbeddedStore {
             // redb's default, stated because acknowledging means "survives kill -9".
             txn.set_durability(Durability::Immediate)
                 .map_err(unavailable)?;
-            let result = {
+            let wrote = {
                 let mut table = txn.open_table(RECORDS).map_err(unavailable)?;
                 op(&mut table, now_ms())?
             };
-            txn.commit().map_err(unavailable)?;
-            Ok(result)
+            match wrote {
+                Wrote::Yes(result) => {
+                    txn.commit().map_err(unavailable)?;
+                    Ok(result)
+                }
+                Wrote::No(result) => {
+                    txn.abort().map_err(unavailable)?;
+                    Ok(result)
+                }
+            }
         })
         .await
     }
@@ -138,7 +151,7 @@ impl Store for EmbeddedStore {
             let version = stored(t, &k)?.map_or(0, |r| r.version) + 1;
             let rec = Record::value(version, expiry(now, ttl), value.to_vec());
             store(t, &k, &rec)?;
-            Ok(version)
+            Ok(Wrote::Yes(version))
         })
         .await
     }
@@ -164,7 +177,7 @@ impl Store for EmbeddedStore {
             let old = stored(t, &k)?;
             let live = old.as_ref().filter(|r| r.is_live(now));
             if live.map(|r| r.version) != expected {
-                return Ok(false);
+                return Ok(Wrote::No(false));
             }
             if let Some(r) = live {
                 r.expect_kind(Kind::Value, &k)?;
@@ -175,7 +188,7 @@ impl Store for EmbeddedStore {
                 &k,
                 &Record::value(version, expiry(now, ttl), value.to_vec()),
             )?;
-            Ok(true)
+            Ok(Wrote::Yes(true))
         })
         .await
     }
@@ -186,8 +199,10 @@ impl Store for EmbeddedStore {
         self.write(move |t, now| {
             let removed = t.remove(k.as_str()).map_err(unavailable)?;
             match removed {
-                None => Ok(false),
-                Some(guard) => Ok(Record::decode(guard.value(), &kind_key)?.is_live(now)),
+                None => Ok(Wrote::No(false)),
+                Some(guard) => Ok(Wrote::Yes(
+                    Record::decode(guard.value(), &kind_key)?.is_live(now),
+                )),
             }
         })
         .await
@@ -213,7 +228,7 @@ impl Store for EmbeddedStore {
             };
             let rec = Record::value(version, expires_at, count.to_string().into_bytes());
             store(t, &k, &rec)?;
-            Ok(count)
+            Ok(Wrote::Yes(count))
         })
         .await
     }
@@ -259,7 +274,8 @@ impl Store for EmbeddedStore {
             items.insert(0, value.to_vec());
             items.truncate(cap.max(1));
             let rec = Record::new(Kind::List, version, 0, encode_items(items.iter()));
-            store(t, &k, &rec)
+            store(t, &k, &rec)?;
+            Ok(Wrote::Yes(()))
         })
         .await
     }
@@ -335,7 +351,7 @@ impl EmbeddedStore {
             };
             let changed = change(&mut set);
             if !changed {
-                return Ok(false);
+                return Ok(Wrote::No(false));
             }
             if set.is_empty() {
                 // Like Redis: an empty set does not exist.
@@ -347,7 +363,7 @@ impl EmbeddedStore {
                     &Record::new(Kind::Set, version, 0, encode_items(set.iter())),
                 )?;
             }
-            Ok(true)
+            Ok(Wrote::Yes(true))
         })
         .await
     }
@@ -356,6 +372,12 @@ impl EmbeddedStore {
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 type WriteTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// An operation's result, and whether it changed the table.
+enum Wrote<T> {
+    Yes(T),
+    No(T),
+}
 type ReadTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
 
 /// redb's own page cache. Its default (1 GiB) lets the gateway's memory
@@ -413,7 +435,12 @@ fn sweep(db: &Database) -> Result<usize, StoreError> {
             })
             .map_err(unavailable)?;
     }
-    txn.commit().map_err(unavailable)?;
+    // Nothing expired: no commit, so no header write and sync each minute.
+    if removed == 0 {
+        txn.abort().map_err(unavailable)?;
+    } else {
+        txn.commit().map_err(unavailable)?;
+    }
     Ok(removed)
 }
 
