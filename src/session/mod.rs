@@ -14,7 +14,7 @@ pub use rules::{SessionRules, Verdict};
 use crate::client_ip::ClientIp;
 use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use vault::Vault;
@@ -54,6 +54,28 @@ pub struct Sessions {
     /// request. A record is reused only for bytes equal to those it came
     /// from, so it is exactly what decoding them again would give.
     decoded: Mutex<Memo>,
+    /// Sessions whose `last_seen` this gateway is writing now. A page's
+    /// parallel requests all find their session due for a refresh at the
+    /// same moment; one write does for all of them, and the rest would
+    /// only lose the compare-and-set, each after its own store write.
+    touching: Mutex<HashSet<String>>,
+}
+
+/// A claim on refreshing one session's `last_seen`, given up when dropped:
+/// also when the request is cancelled mid-write, so no session is left
+/// unrefreshed until it idles out.
+struct TouchClaim<'a> {
+    touching: &'a Mutex<HashSet<String>>,
+    digest: String,
+}
+
+impl Drop for TouchClaim<'_> {
+    fn drop(&mut self) {
+        self.touching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.digest);
+    }
 }
 
 /// Decoded records kept at most; past it the memo starts again empty. Only
@@ -79,7 +101,18 @@ impl Sessions {
             store,
             rules,
             decoded: Mutex::new(Memo::default()),
+            touching: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// The claim to refresh `digest`'s `last_seen`, unless another request
+    /// here holds it.
+    fn claim_touch(&self, digest: &str) -> Option<TouchClaim<'_>> {
+        let mut touching = self.touching.lock().unwrap_or_else(|p| p.into_inner());
+        touching.insert(digest.to_owned()).then(|| TouchClaim {
+            touching: &self.touching,
+            digest: digest.to_owned(),
+        })
     }
 
     /// The record stored as `bytes` under `digest`, decoded once.
@@ -151,8 +184,10 @@ impl Sessions {
         match self.rules.judge(&session.record, epoch_ms, now_ms) {
             Verdict::Valid { touch } => {
                 if touch {
-                    session.record_mut().last_seen_ms = now_ms;
-                    self.save(&mut session, now_ms).await?;
+                    if let Some(_claim) = self.claim_touch(&session.digest) {
+                        session.record_mut().last_seen_ms = now_ms;
+                        self.save(&mut session, now_ms).await?;
+                    }
                 }
                 Ok(Lookup::Live(Box::new(session)))
             }
@@ -533,6 +568,118 @@ mod tests {
         let mut want = vec![kept.digest.clone(), next.digest.clone()];
         want.sort();
         assert_eq!(members, want, "a sign-in drops what timed out");
+    }
+
+    /// The real store, counting compare-and-sets on the way through.
+    struct CountingCas {
+        inner: Arc<dyn Store>,
+        cas: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for CountingCas {
+        async fn get(&self, key: &Key) -> Result<Option<Versioned>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned>>, StoreError> {
+            self.inner.get_many(keys).await
+        }
+        async fn put(
+            &self,
+            key: &Key,
+            value: Bytes,
+            ttl: Option<Duration>,
+        ) -> Result<u64, StoreError> {
+            self.inner.put(key, value, ttl).await
+        }
+        async fn create(
+            &self,
+            key: &Key,
+            value: Bytes,
+            ttl: Option<Duration>,
+        ) -> Result<bool, StoreError> {
+            self.inner.create(key, value, ttl).await
+        }
+        async fn compare_and_set(
+            &self,
+            key: &Key,
+            expected: Option<u64>,
+            value: Bytes,
+            ttl: Option<Duration>,
+        ) -> Result<bool, StoreError> {
+            self.cas.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.compare_and_set(key, expected, value, ttl).await
+        }
+        async fn delete(&self, key: &Key) -> Result<bool, StoreError> {
+            self.inner.delete(key).await
+        }
+        async fn incr(&self, key: &Key, ttl: Option<Duration>) -> Result<i64, StoreError> {
+            self.inner.incr(key, ttl).await
+        }
+        async fn set_add(&self, key: &Key, member: &str) -> Result<bool, StoreError> {
+            self.inner.set_add(key, member).await
+        }
+        async fn set_remove(&self, key: &Key, member: &str) -> Result<bool, StoreError> {
+            self.inner.set_remove(key, member).await
+        }
+        async fn set_members(&self, key: &Key) -> Result<Vec<String>, StoreError> {
+            self.inner.set_members(key).await
+        }
+        async fn list_push_capped(
+            &self,
+            key: &Key,
+            value: Bytes,
+            cap: usize,
+        ) -> Result<(), StoreError> {
+            self.inner.list_push_capped(key, value, cap).await
+        }
+        async fn list_range(
+            &self,
+            key: &Key,
+            start: usize,
+            count: usize,
+        ) -> Result<Vec<Bytes>, StoreError> {
+            self.inner.list_range(key, start, count).await
+        }
+        async fn scan_prefix(&self, prefix: &KeyPrefix) -> Result<Vec<Key>, StoreError> {
+            self.inner.scan_prefix(prefix).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        fn healthy(&self) -> bool {
+            self.inner.healthy()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pages_parallel_requests_refresh_the_idle_clock_with_one_write() {
+        let (_dir, on_disk) = on_disk(true).await;
+        let counting = Arc::new(CountingCas {
+            inner: on_disk.store.clone(),
+            cas: Default::default(),
+        });
+        let mut rules = on_disk.rules.clone();
+        rules.idle_timeout = Some(Duration::from_secs(60));
+        let sessions = Sessions::new(counting.clone(), rules);
+        let (id, _) = sessions.start(record(), NOW, None).await.expect("start");
+        let writes = || counting.cas.load(std::sync::atomic::Ordering::SeqCst);
+        let before = writes();
+
+        // 20 s quiet: past a quarter of the idle timeout, so due a refresh.
+        let due = NOW + 20_000;
+        let page = (0..8).map(|_| sessions.lookup(&id, due));
+        for lookup in futures_util::future::join_all(page).await {
+            live(lookup.expect("lookup"));
+        }
+        assert_eq!(writes() - before, 1, "one refresh for the whole page");
+        let stored = live(sessions.lookup(&id, due).await.expect("lookup"));
+        assert_eq!(stored.record.last_seen_ms, due);
+
+        // The claim went with its request: the next refresh is written.
+        let later = due + 20_000;
+        live(sessions.lookup(&id, later).await.expect("lookup"));
+        assert_eq!(writes() - before, 2);
     }
 
     #[tokio::test]
