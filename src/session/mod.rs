@@ -244,8 +244,12 @@ impl Sessions {
                 .set_add(&Key::UserSessions(user.clone()), &digest)
                 .await?;
             // Drops the members that timed out, so the set stays the size of
-            // the user's live sessions whoever lists it.
-            self.of_user(user).await?;
+            // the user's live sessions whoever lists it. Where concurrent
+            // sessions are prevented, the sign-in ends every other member
+            // (`end_user_sessions`), which removes them anyway.
+            if !self.rules.prevent_concurrent {
+                self.of_user(user).await?;
+            }
         }
         if let Some(old) = replacing {
             self.store.delete(&Key::Session(old.digest.clone())).await?;
