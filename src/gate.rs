@@ -67,7 +67,10 @@ impl Live {
     pub fn build(settings: Settings, store: &Arc<dyn Store>) -> Result<Self, LiveError> {
         Ok(Self {
             tls: crate::tls::build(&settings.server.tls)?,
-            upstream: Upstream::new(&settings.upstream)?,
+            upstream: Upstream::new(
+                &settings.upstream,
+                crate::listener::worker_count(settings.server.worker_threads),
+            )?,
             trusted: TrustedProxies::new(settings.server.trusted_proxies.clone()),
             _geo_watcher: settings
                 .geo

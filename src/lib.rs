@@ -134,7 +134,7 @@ impl Gateway {
                 },
             )
         });
-        let serving = listener::serve(gate.clone(), bound);
+        let serving = listener::serve(gate.clone(), bound)?;
         Ok(Handle {
             gate,
             serving,
@@ -181,6 +181,12 @@ impl Handle {
 
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect_addr
+    }
+
+    /// How many connections each worker thread (`server.worker_threads`)
+    /// serves now; the thread that started the gateway is the first.
+    pub fn connections_per_worker(&self) -> Vec<usize> {
+        self.serving.connections_per_worker()
     }
 
     /// The store this gateway uses (tests and the admin operations).

@@ -14,21 +14,23 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 mod http1;
 mod proxy_protocol;
+mod workers;
 
 use http1::Http1;
 use proxy_protocol::proxy_protocol_source;
 pub use proxy_protocol::{parse_proxy_header, read_proxy_header};
+pub use workers::{count as worker_count, index as worker_index};
 
 /// Listening sockets, bound before the gateway reports ready so tests and
 /// systemd see the real ports (port 0 works).
@@ -58,13 +60,24 @@ async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Running accept loops; `drain` stops accepting and waits for open
-/// connections up to a deadline.
+/// connections up to a deadline. Dropped, it stops accepting, and the
+/// worker threads beyond the first end with whatever they still serve.
 pub struct Serving {
     stop: watch::Sender<bool>,
     tracker: TaskTracker,
+    spread: Arc<Vec<Worker>>,
+    _threads: Vec<workers::Thread>,
 }
 
 impl Serving {
+    /// How many connections each worker thread serves now.
+    pub fn connections_per_worker(&self) -> Vec<usize> {
+        self.spread
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
     pub async fn drain(self, deadline: Duration) -> bool {
         let _ = self.stop.send(true);
         self.tracker.close();
@@ -74,30 +87,74 @@ impl Serving {
     }
 }
 
-pub fn serve(gate: Arc<Gate>, bound: Bound) -> Serving {
+/// Accept on every listener, on this thread, which must be inside a tokio
+/// runtime and is worker 0; connections are served there and on
+/// `server.worker_threads - 1` more threads (`workers`).
+pub fn serve(gate: Arc<Gate>, bound: Bound) -> io::Result<Serving> {
     let (stop, stop_rx) = watch::channel(false);
     let tracker = TaskTracker::new();
-    let limits = {
+    let (limits, threads) = {
         let live = gate.live.load();
-        Arc::new(ConnLimits::new(
-            live.settings.server.limits.max_connections,
-            live.settings.server.limits.max_connections_per_ip,
-        ))
+        let server = &live.settings.server;
+        let limits = Arc::new(ConnLimits::new(
+            server.limits.max_connections,
+            server.limits.max_connections_per_ip,
+        ));
+        (limits, workers::count(server.worker_threads))
     };
     let https_port = bound
         .tls
         .first()
         .and_then(|l| l.local_addr().ok())
         .map_or(443, |a| a.port());
+    let serving = Connections {
+        gate: gate.clone(),
+        limits,
+        stop: stop_rx.clone(),
+        tracker: tracker.clone(),
+    };
+    let mut spread = vec![Worker {
+        load: Arc::new(AtomicUsize::new(0)),
+        hand_to: None,
+    }];
+    let mut threads_running = Vec::with_capacity(threads.saturating_sub(1));
+    for index in 1..threads {
+        let (hand_to, mut handed) = mpsc::unbounded_channel::<Handed>();
+        let load = Arc::new(AtomicUsize::new(0));
+        let take = {
+            let serving = serving.clone();
+            move || {
+                // Ends when every accept loop has (they hold the senders).
+                tokio::spawn(async move {
+                    while let Some(conn) = handed.recv().await {
+                        match TcpStream::from_std(conn.tcp) {
+                            Ok(tcp) => serving.spawn(tcp, conn.peer, conn.permit, conn.load),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot serve a handed-over connection")
+                            }
+                        }
+                    }
+                });
+            }
+        };
+        // A worker's runtime lives until every connection of the gateway
+        // has ended after a drain (the tracker is closed only then).
+        let drained = {
+            let (mut stop, tracker) = (stop_rx.clone(), tracker.clone());
+            async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+                tracker.wait().await;
+            }
+        };
+        threads_running.push(workers::spawn(index, take, drained)?);
+        spread.push(Worker {
+            load,
+            hand_to: Some(hand_to),
+        });
+    }
+    let spread = Arc::new(spread);
     for listener in bound.tls {
-        let accept = accept_loop(
-            gate.clone(),
-            listener,
-            limits.clone(),
-            stop_rx.clone(),
-            tracker.clone(),
-        );
-        tracker.spawn(accept);
+        tracker.spawn(accept_loop(listener, spread.clone(), serving.clone()));
     }
     if let Some(listener) = bound.redirect {
         tracker.spawn(redirect_loop(
@@ -108,16 +165,74 @@ pub fn serve(gate: Arc<Gate>, bound: Bound) -> Serving {
             tracker.clone(),
         ));
     }
-    Serving { stop, tracker }
+    Ok(Serving {
+        stop,
+        tracker,
+        spread,
+        _threads: threads_running,
+    })
 }
 
-async fn accept_loop(
+/// A thread that serves connections, as the accept loops see it.
+struct Worker {
+    /// Connections it serves now.
+    load: Arc<AtomicUsize>,
+    /// None for worker 0, which serves what it accepts itself.
+    hand_to: Option<mpsc::UnboundedSender<Handed>>,
+}
+
+/// An accepted connection on its way to another worker, as a std socket:
+/// it is registered with the receiving thread's event loop there. The
+/// channel needs no bound of its own: each connection in it holds one of
+/// `server.limits.max_connections`' permits.
+struct Handed {
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    load: Load,
+}
+
+/// One connection counted in its worker's load until it ends.
+struct Load(Arc<AtomicUsize>);
+
+impl Load {
+    fn on(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What serving a connection needs, on any worker.
+#[derive(Clone)]
+struct Connections {
     gate: Arc<Gate>,
-    listener: TcpListener,
     limits: Arc<ConnLimits>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     tracker: TaskTracker,
-) {
+}
+
+impl Connections {
+    /// Serve `tcp` on this thread's runtime.
+    fn spawn(&self, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit, load: Load) {
+        let (gate, limits, stop) = (self.gate.clone(), self.limits.clone(), self.stop.clone());
+        self.tracker.spawn(async move {
+            let _held = (permit, load);
+            if let Err(e) = connection(gate, tcp, peer, limits, stop).await {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            }
+        });
+    }
+}
+
+async fn accept_loop(listener: TcpListener, spread: Arc<Vec<Worker>>, serving: Connections) {
+    let limits = serving.limits.clone();
+    let mut stop = serving.stop.clone();
     loop {
         let permit = tokio::select! {
             _ = stop.changed() => return,
@@ -136,15 +251,29 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let gate = gate.clone();
-        let limits = limits.clone();
-        let stop = stop.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = connection(gate, tcp, peer, limits, stop).await {
-                tracing::debug!(%peer, error = %e, "connection closed");
-            }
-        });
+        // The worker serving fewest connections gets it (the first of
+        // equals, so a burst alternates). A connection stays on its worker.
+        let Some(worker) = spread.iter().min_by_key(|w| w.load.load(Ordering::Relaxed)) else {
+            return;
+        };
+        let load = Load::on(&worker.load);
+        match &worker.hand_to {
+            None => serving.spawn(tcp, peer, permit, load),
+            Some(hand_to) => match tcp.into_std() {
+                Ok(tcp) => {
+                    let handed = Handed {
+                        tcp,
+                        peer,
+                        permit,
+                        load,
+                    };
+                    if hand_to.send(handed).is_err() {
+                        tracing::warn!(%peer, "a worker thread has stopped: connection dropped");
+                    }
+                }
+                Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection over"),
+            },
+        }
     }
 }
 

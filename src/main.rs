@@ -197,26 +197,22 @@ enum TwoFactorCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        // The configuration is read before the runtime exists: the number
-        // of threads is part of it.
         Command::Run { config } => match validate::load_file(&config) {
-            Ok(settings) => on_runtime(settings.server.worker_threads, async {
-                exit(run(settings).await)
-            }),
+            Ok(settings) => on_runtime(async { exit(run(settings).await) }),
             Err(e) => {
                 eprintln!("gatehouse: {e}");
                 ExitCode::from(1)
             }
         },
         Command::CheckConfig { file, client_ip } => {
-            on_runtime(0, async { check_config(&file, client_ip) })
+            on_runtime(async { check_config(&file, client_ip) })
         }
         Command::Admin {
             config,
             json,
             command,
         } => match validate::load_file(&config) {
-            Ok(settings) => on_runtime(0, async { exit(admin(settings, json, command).await) }),
+            Ok(settings) => on_runtime(async { exit(admin(settings, json, command).await) }),
             Err(e) => {
                 eprintln!("gatehouse: {e}");
                 ExitCode::from(1)
@@ -225,35 +221,26 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             big_recording_mib,
-        } => on_runtime(0, async { exit(demo(listen, big_recording_mib).await) }),
+        } => on_runtime(async { exit(demo(listen, big_recording_mib).await) }),
         Command::LoginProbe {
             url,
             ca_file,
             timeout,
-        } => on_runtime(0, login_probe(&url, ca_file, timeout)),
+        } => on_runtime(login_probe(&url, ca_file, timeout)),
     }
 }
 
-/// Runs `main` on `threads` threads (0: one per CPU core). One thread gets
-/// tokio's single-threaded runtime: with one worker the multi-threaded one
-/// still hands every wake-up through its shared queues and keeps `main` on
-/// a thread of its own, which cost about 15 % more CPU per proxied request
-/// in `bench/run`.
-fn on_runtime(threads: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let built = match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    };
-    match built {
+/// Runs `main` on tokio's single-threaded runtime. A gateway serves its
+/// connections on `server.worker_threads` such runtimes, one per thread
+/// (`listener::workers`); this one is the first of them and also runs the
+/// gateway's background work. The work-stealing runtime cost about 15 %
+/// more CPU per proxied request in `bench/run` with one worker, where it
+/// still hands every wake-up through its shared queues.
+fn on_runtime(main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => {
             eprintln!("gatehouse: cannot start the runtime: {e}");

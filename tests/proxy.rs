@@ -579,8 +579,9 @@ async fn plain_http_listener_only_redirects_to_https() {
     assert!(up.seen().is_empty());
 }
 
-/// `server.worker_threads = 1` runs the gateway on tokio's single-threaded
-/// runtime (what `bench/run` measures against one nginx worker): HTTP/1.1
+/// `server.worker_threads = 1` serves every connection on the one event loop
+/// that started the gateway (what `bench/run` measures against one nginx
+/// worker): HTTP/1.1
 /// and HTTP/2 clients served at once, each stream of a connection its own
 /// task on the one thread.
 #[tokio::test(flavor = "multi_thread")]
@@ -621,6 +622,57 @@ async fn a_gateway_on_one_thread_serves_many_http1_and_http2_clients_at_once() {
         160,
         "every request reached the upstream once"
     );
+}
+
+/// Connections are spread over `server.worker_threads` event loops, each
+/// to the one serving fewest, and stay there; a drain lets the requests in
+/// flight on every worker finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_spread_over_the_worker_threads_and_a_drain_finishes_each_ones_requests() {
+    let up = Recorder::start().await;
+    let gw = TestGateway::start(&public().server("worker_threads = 3"), &up.url()).await;
+    let client = gw.client();
+    let mut conns = Vec::new();
+    for version in [Version::HTTP_11, Version::HTTP_2]
+        .into_iter()
+        .cycle()
+        .take(6)
+    {
+        let mut conn = client.open(gw.addr(), version).await;
+        let n = conns.len();
+        assert_eq!(
+            conn.send(get(&format!("/pub/{n}"))).await.status,
+            StatusCode::OK
+        );
+        conns.push(conn);
+    }
+    assert_eq!(gw.handle.connections_per_worker(), vec![2, 2, 2]);
+
+    let in_flight: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut conn)| {
+            tokio::spawn(async move { conn.send(get(&format!("/pub/slow/{n}"))).await })
+        })
+        .collect();
+    let seen_all = support::gateway::eventually(10, || async {
+        up.seen()
+            .iter()
+            .filter(|s| s.target.starts_with("/pub/slow/"))
+            .count()
+            == 6
+    })
+    .await;
+    assert!(seen_all, "every slow request reached the upstream");
+    assert!(
+        gw.handle.shutdown(Duration::from_secs(20)).await,
+        "drain reached its deadline"
+    );
+    for (n, request) in in_flight.into_iter().enumerate() {
+        let resp = request.await.expect("client task");
+        assert_eq!(resp.status, StatusCode::OK, "request {n}");
+        assert_eq!(resp.text(), format!("upstream saw /pub/slow/{n}"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

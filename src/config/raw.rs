@@ -52,10 +52,9 @@ pub struct RawServer {
     pub brand: String,
     /// How long SIGTERM waits for in-flight requests before exiting.
     pub drain_timeout: Dur,
-    /// Threads serving connections; 0 = one per CPU core. 1 runs
-    /// everything on one thread with no cross-thread scheduling, which is
-    /// what a small box wants (and what nginx's `worker_processes 1` is).
-    /// Read at start only.
+    /// Threads serving connections; 0 = one per CPU core. Each is an event
+    /// loop of its own (`listener::workers`), as nginx's worker processes
+    /// are. Read at start only.
     pub worker_threads: usize,
     pub tls: RawTls,
     pub limits: RawLimits,

@@ -41,8 +41,9 @@ pub struct Forward<'a> {
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, ProxyError> {
-        let pool = Pool::new(settings, client_tls(settings)?)
+    /// `workers`: the threads serving connections, one idle stack each.
+    pub fn new(settings: &UpstreamSettings, workers: usize) -> Result<Self, ProxyError> {
+        let pool = Pool::new(settings, client_tls(settings)?, workers)
             .map_err(|e| ProxyError::Setup(format!("upstream.url: {e}")))?;
         Ok(Self {
             pool,

@@ -1,11 +1,15 @@
 //! Keep-alive HTTP/1.1 connections to the one upstream, over TCP or TLS.
 //!
 //! gatehouse talks to exactly one upstream, so the idle connections are one
-//! stack behind a mutex: no map keyed by scheme and authority, no channel to
-//! a pool task, no task per request waiting for the connection to come back
-//! (what hyper-util's legacy client does, about a tenth of the user-space
-//! instructions of a proxied request). A connection goes back on the stack
-//! when its response body has been read to the end.
+//! stack behind a mutex per worker thread: no map keyed by scheme and
+//! authority, no channel to a pool task, no task per request waiting for the
+//! connection to come back (what hyper-util's legacy client does, about a
+//! tenth of the user-space instructions of a proxied request). A connection
+//! goes back on the stack when its response body has been read to the end.
+//!
+//! Each worker thread (`listener::workers`) takes from and returns to its
+//! own stack: an upstream connection's task runs on the worker that opened
+//! it, and a request from another worker would wake that thread twice.
 
 use super::Body;
 use crate::config::validate::UpstreamSettings;
@@ -50,8 +54,10 @@ pub struct Pool {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Per worker's stack.
     max_idle: usize,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per worker thread, indexed by `listener::worker_index`.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     sweeping: AtomicBool,
 }
 
@@ -64,10 +70,14 @@ pub struct UpstreamBody {
 }
 
 impl Pool {
+    /// `workers`: how many threads serve connections (each has a stack;
+    /// `upstream.pool_max_idle` is shared out among them).
     pub fn new(
         settings: &UpstreamSettings,
         tls: rustls::ClientConfig,
+        workers: usize,
     ) -> Result<Arc<Self>, PoolError> {
+        let workers = workers.max(1);
         // `[::1]` in a URL is `::1` to the resolver and in a certificate.
         let host = settings
             .authority
@@ -94,8 +104,8 @@ impl Pool {
             tls,
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.pool_idle_timeout,
-            max_idle: settings.pool_max_idle,
-            idle: Mutex::new(Vec::new()),
+            max_idle: settings.pool_max_idle.div_ceil(workers),
+            idle: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
             sweeping: AtomicBool::new(false),
         }))
     }
@@ -138,7 +148,7 @@ impl Pool {
 
     /// The most recently used idle connection still open, if any.
     fn take(&self, now: Instant) -> Option<SendRequest<Body>> {
-        let mut idle = self.lock_idle();
+        let mut idle = lock(self.own());
         let mut expired = Vec::new();
         let found = loop {
             match idle.pop() {
@@ -196,7 +206,7 @@ impl Pool {
     }
 
     fn put(self: &Arc<Self>, sender: SendRequest<Body>, now: Instant) {
-        let mut idle = self.lock_idle();
+        let mut idle = lock(self.own());
         if idle.len() < self.max_idle {
             idle.push(Idle { sender, since: now });
         }
@@ -231,14 +241,17 @@ impl Pool {
     }
 
     fn sweep(&self, now: Instant) {
-        let mut idle = self.lock_idle();
-        let stale: Vec<Idle> = idle
-            .extract_if(.., |e| {
-                now.saturating_duration_since(e.since) >= self.idle_timeout || e.sender.is_closed()
-            })
-            .collect();
-        drop(idle);
-        drop(stale);
+        for stack in &self.idle {
+            let mut idle = lock(stack);
+            let stale: Vec<Idle> = idle
+                .extract_if(.., |e| {
+                    now.saturating_duration_since(e.since) >= self.idle_timeout
+                        || e.sender.is_closed()
+                })
+                .collect();
+            drop(idle);
+            drop(stale);
+        }
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, PoolError> {
@@ -269,10 +282,15 @@ impl Pool {
         }
     }
 
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Idle>> {
-        // The list stays valid whatever panicked while holding it.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    /// This worker's stack.
+    fn own(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[crate::listener::worker_index() % self.idle.len()]
     }
+}
+
+fn lock(stack: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+    // The list stays valid whatever panicked while holding it.
+    stack.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct Idle {
@@ -360,7 +378,7 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 impl Pool {
     fn idle_len(&self) -> usize {
-        self.lock_idle().len()
+        self.idle.iter().map(|stack| lock(stack).len()).sum()
     }
 }
 
@@ -498,7 +516,7 @@ mod tests {
             pool_idle_timeout: idle_timeout,
         };
         let tls = crate::tls::client_config(None, false).expect("tls");
-        Pool::new(&settings, tls).expect("pool")
+        Pool::new(&settings, tls, 1).expect("pool")
     }
 
     fn get(path: &str) -> Request<Body> {
@@ -603,7 +621,7 @@ mod tests {
         // Once its connection task has seen the close, the pool passes the
         // connection over (the test below covers the moment before).
         tokio::time::timeout(Duration::from_secs(5), async {
-            while !pool.lock_idle().iter().all(|e| e.sender.is_closed()) {
+            while !lock(pool.own()).iter().all(|e| e.sender.is_closed()) {
                 tokio::task::yield_now().await;
             }
         })
