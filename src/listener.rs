@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 mod http1;
 mod proxy_protocol;
-mod workers;
+pub(crate) mod workers;
 
 use http1::Http1;
 use proxy_protocol::proxy_protocol_source;

@@ -526,7 +526,10 @@ async fn https_upstream_trusted_through_ca_file_is_reached_over_one_kept_alive_c
     let ca = tempfile::tempdir().expect("temp dir");
     let ca_file = ca.path().join("upstream-ca.pem");
     std::fs::write(&ca_file, &cert.cert).expect("write ca");
-    let config = public().upstream(&format!("ca_file = \"{}\"", ca_file.display()));
+    // One worker thread: each worker keeps upstream connections of its own.
+    let config = public()
+        .upstream(&format!("ca_file = \"{}\"", ca_file.display()))
+        .server("worker_threads = 1");
     let gw = TestGateway::start(&config, &format!("https://{addr}")).await;
     for path in ["/pub/a", "/pub/b", "/pub/c"] {
         let resp = gw.client().get(gw.addr(), path).await;

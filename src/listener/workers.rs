@@ -7,7 +7,7 @@
 //! tokio's work-stealing runtime, a wake-up needs no shared queue and no
 //! other thread, and what a connection touches (its upstream connections,
 //! see `proxy::pool`) stays on its core: in `bench/run` with two threads,
-//! 10–15 % more HTTP/2 requests per second for less CPU each.
+//! 5–15 % more HTTP/2 requests per second for less CPU each.
 //!
 //! Each worker accepting on its own clone of the socket does not spread a
 //! burst: the thread awake first accepts it all.

@@ -505,6 +505,15 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr, max_idle: usize, idle_timeout: Duration) -> Arc<Pool> {
+        pool_for_workers(addr, max_idle, idle_timeout, 1)
+    }
+
+    fn pool_for_workers(
+        addr: SocketAddr,
+        max_idle: usize,
+        idle_timeout: Duration,
+        workers: usize,
+    ) -> Arc<Pool> {
         let settings = UpstreamSettings {
             scheme: Scheme::HTTP,
             authority: addr.to_string().parse().expect("authority"),
@@ -516,7 +525,7 @@ mod tests {
             pool_idle_timeout: idle_timeout,
         };
         let tls = crate::tls::client_config(None, false).expect("tls");
-        Pool::new(&settings, tls, 1).expect("pool")
+        Pool::new(&settings, tls, workers).expect("pool")
     }
 
     fn get(path: &str) -> Request<Body> {
@@ -583,6 +592,44 @@ mod tests {
         .await
         .expect("every connection back in the pool");
         assert!(up.accepted() < 50, "no reuse: {}", up.accepted());
+    }
+
+    /// An upstream connection's task runs on the worker thread that opened
+    /// it; another worker reusing it would wake that thread for each
+    /// request.
+    #[tokio::test]
+    async fn each_worker_thread_reuses_only_the_upstream_connections_it_opened() {
+        let up = TestUpstream::start().await;
+        let pool = pool_for_workers(up.addr, 4, Duration::from_secs(60), 2);
+        read(pool.send(get("/")).await.expect("send")).await;
+        assert_eq!(up.accepted(), 1);
+
+        let (done, on_worker_1) = tokio::sync::oneshot::channel();
+        let worker_pool = pool.clone();
+        let _thread = crate::listener::workers::spawn(
+            1,
+            move || {
+                tokio::spawn(async move {
+                    for _ in 0..2 {
+                        read(worker_pool.send(get("/")).await.expect("send")).await;
+                    }
+                    let _ = done.send(crate::listener::worker_index());
+                });
+            },
+            std::future::pending(),
+        )
+        .expect("worker thread");
+        assert_eq!(on_worker_1.await.expect("worker 1 done"), 1);
+        assert_eq!(
+            up.accepted(),
+            2,
+            "worker 1 opened one of its own, then reused it"
+        );
+
+        read(pool.send(get("/")).await.expect("send")).await;
+        assert_eq!(up.accepted(), 2, "worker 0 reused the one it opened");
+        assert_eq!(up.requests(), 4);
+        assert_eq!(pool.idle_len(), 2);
     }
 
     #[tokio::test]
