@@ -267,8 +267,16 @@ async fn accept_loop(listener: TcpListener, spread: Arc<Vec<Worker>>, serving: C
                         permit,
                         load,
                     };
-                    if hand_to.send(handed).is_err() {
-                        tracing::warn!(%peer, "a worker thread has stopped: connection dropped");
+                    // A worker whose thread is gone (it never should be)
+                    // must not take connections with it: served here.
+                    if let Err(mpsc::error::SendError(back)) = hand_to.send(handed) {
+                        tracing::error!(%peer, "a worker thread has stopped; serving on worker 0");
+                        match TcpStream::from_std(back.tcp) {
+                            Ok(tcp) => serving.spawn(tcp, peer, back.permit, back.load),
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "cannot serve a connection")
+                            }
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(%peer, error = %e, "cannot hand a connection over"),
