@@ -159,7 +159,8 @@ pub struct RawUpstream {
     pub response_timeout: Dur,
     /// Forward the client's Host header (true) or the upstream's authority.
     pub preserve_host: bool,
-    /// Idle upstream connections kept per gateway.
+    /// Idle upstream connections kept per gateway, shared out among the
+    /// worker threads (each reuses only the ones it opened).
     pub pool_max_idle: usize,
     /// An idle upstream connection unused this long is closed.
     pub pool_idle_timeout: Dur,
