@@ -124,6 +124,7 @@ impl Gateway {
             passwords: crate::auth::password::Passwords::new(store_for_passwords),
             sealer,
         });
+        let serving = listener::serve(gate.clone(), bound)?;
         let metrics_task = metrics_listener.map(|l| {
             let upstream = gate.live.load().settings.upstream.authority.to_string();
             metrics::serve(
@@ -131,10 +132,10 @@ impl Gateway {
                 metrics::Readiness {
                     gate: gate.clone(),
                     upstream,
+                    connections: serving.loads(),
                 },
             )
         });
-        let serving = listener::serve(gate.clone(), bound)?;
         Ok(Handle {
             gate,
             serving,
@@ -186,7 +187,7 @@ impl Handle {
     /// How many connections each worker thread (`server.worker_threads`)
     /// serves now; the thread that started the gateway is the first.
     pub fn connections_per_worker(&self) -> Vec<usize> {
-        self.serving.connections_per_worker()
+        self.serving.loads().per_worker()
     }
 
     /// The store this gateway uses (tests and the admin operations).

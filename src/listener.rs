@@ -71,13 +71,23 @@ pub struct Serving {
     _threads: Vec<workers::Thread>,
 }
 
-impl Serving {
-    /// How many connections each worker thread serves now.
-    pub fn connections_per_worker(&self) -> Vec<usize> {
-        self.spread
+/// How many connections each worker thread serves, readable anywhere.
+#[derive(Clone)]
+pub struct Loads(Arc<Vec<Worker>>);
+
+impl Loads {
+    /// Worker 0 (the thread that started the gateway) first.
+    pub fn per_worker(&self) -> Vec<usize> {
+        self.0
             .iter()
             .map(|w| w.load.load(Ordering::Relaxed))
             .collect()
+    }
+}
+
+impl Serving {
+    pub fn loads(&self) -> Loads {
+        Loads(self.spread.clone())
     }
 
     pub async fn drain(self, deadline: Duration) -> bool {

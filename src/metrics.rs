@@ -40,6 +40,7 @@ pub fn recorder() -> Option<PrometheusHandle> {
 pub struct Readiness {
     pub gate: Arc<Gate>,
     pub upstream: String,
+    pub connections: crate::listener::Loads,
 }
 
 /// Gauges that need a walk over the store are refreshed at most this often,
@@ -115,6 +116,10 @@ async fn answer(
     match req.uri().path() {
         "/metrics" => {
             let _ = tokio::time::timeout(Duration::from_secs(5), refresh_gauges(&r.gate)).await;
+            for (worker, open) in r.connections.per_worker().into_iter().enumerate() {
+                metrics::gauge!("gatehouse_open_connections", "worker" => worker.to_string())
+                    .set(open as f64);
+            }
             let text = handle.map(|h| h.render()).unwrap_or_default();
             let mut resp = Response::new(proxy::full(text));
             resp.headers_mut().insert(

@@ -133,3 +133,43 @@ async fn metrics_parse_and_move_with_traffic_and_health_endpoints_answer() {
     let (not_ready, body) = scrape(addr, "/readyz").await;
     assert_eq!(not_ready, 503, "upstream gone but ready: {body}");
 }
+
+/// Client connections open on each worker thread, counted at the scrape:
+/// they come and go with the connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn open_connections_are_gauged_per_worker_thread() {
+    let up = Recorder::start().await;
+    let config = Config::default().server("worker_threads = 2");
+    let gw = TestGateway::start(&config, &up.url()).await;
+    let addr = gw.handle.metrics_addr().expect("metrics listener");
+    let client = gw.client();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(client.connect(gw.addr(), "localhost", &[b"http/1.1"]).await);
+    }
+    let per_worker = |text: &str| {
+        [
+            value(text, "gatehouse_open_connections", Some(("worker", "0"))),
+            value(text, "gatehouse_open_connections", Some(("worker", "1"))),
+        ]
+    };
+    // Retried: the other test's gateway, in this process, sets the same
+    // process-wide gauges when it is scraped.
+    let counted = support::gateway::eventually(10, || async {
+        let (_, text) = scrape(addr, "/metrics").await;
+        per_worker(&text) == [2.0, 1.0]
+    })
+    .await;
+    assert!(counted, "two connections on worker 0, one on worker 1");
+
+    drop(open);
+    let closed = support::gateway::eventually(10, || async {
+        let (_, text) = scrape(addr, "/metrics").await;
+        per_worker(&text) == [0.0, 0.0]
+    })
+    .await;
+    assert!(
+        closed,
+        "the gauges fall back to 0 when the connections close"
+    );
+}
