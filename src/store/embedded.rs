@@ -372,13 +372,13 @@ impl EmbeddedStore {
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 
 type WriteTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type ReadTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
 
 /// An operation's result, and whether it changed the table.
 enum Wrote<T> {
     Yes(T),
     No(T),
 }
-type ReadTable = redb::ReadOnlyTable<&'static str, &'static [u8]>;
 
 /// redb's own page cache. Its default (1 GiB) lets the gateway's memory
 /// follow the file's size; every proxied request is served from the
