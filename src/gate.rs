@@ -26,7 +26,6 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -117,14 +116,14 @@ struct RequestMetrics {
     upstream_seconds: metrics::Histogram,
     /// `gatehouse_requests_total` by status, then area (both bounded: areas
     /// come from the configuration, statuses are three digits).
-    requests: RwLock<HashMap<u16, HashMap<String, metrics::Counter>>>,
+    requests: RwLock<foldhash::HashMap<u16, foldhash::HashMap<String, metrics::Counter>>>,
 }
 
 impl RequestMetrics {
     fn new() -> Self {
         Self {
             upstream_seconds: metrics::histogram!("gatehouse_upstream_seconds"),
-            requests: RwLock::new(HashMap::new()),
+            requests: RwLock::new(foldhash::HashMap::default()),
         }
     }
 

@@ -14,7 +14,6 @@ pub use rules::{SessionRules, Verdict};
 use crate::client_ip::ClientIp;
 use crate::store::{Key, KeyPrefix, Store, StoreError, Versioned};
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use vault::Vault;
@@ -58,14 +57,14 @@ pub struct Sessions {
     /// parallel requests all find their session due for a refresh at the
     /// same moment; one write does for all of them, and the rest would
     /// only lose the compare-and-set, each after its own store write.
-    touching: Mutex<HashSet<String>>,
+    touching: Mutex<foldhash::HashSet<String>>,
 }
 
 /// A claim on refreshing one session's `last_seen`, given up when dropped:
 /// also when the request is cancelled mid-write, so no session is left
 /// unrefreshed until it idles out.
 struct TouchClaim<'a> {
-    touching: &'a Mutex<HashSet<String>>,
+    touching: &'a Mutex<foldhash::HashSet<String>>,
     digest: String,
 }
 
@@ -90,7 +89,7 @@ const MEMO_IDLE_MS: u64 = 60_000;
 #[derive(Default)]
 struct Memo {
     /// digest → (the bytes it was decoded from, the record, last used, ms).
-    records: HashMap<String, (Bytes, Arc<SessionRecord>, u64)>,
+    records: foldhash::HashMap<String, (Bytes, Arc<SessionRecord>, u64)>,
     /// When records idle past [`MEMO_IDLE_MS`] were last dropped.
     swept_ms: u64,
 }
@@ -101,7 +100,7 @@ impl Sessions {
             store,
             rules,
             decoded: Mutex::new(Memo::default()),
-            touching: Mutex::new(HashSet::new()),
+            touching: Mutex::new(foldhash::HashSet::default()),
         }
     }
 

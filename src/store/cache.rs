@@ -18,7 +18,6 @@
 //! mirrors the lifetime `SessionRules::judge` enforces by the clock on every lookup, so such a
 //! copy is always judged ended.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,7 +46,7 @@ pub struct Cache {
 }
 
 struct Inner {
-    entries: HashMap<Key, Entry>,
+    entries: foldhash::HashMap<Key, Entry>,
     /// Grows with every eviction; a read-through that saw another value inserts nothing.
     generation: u64,
     /// When copies past their age were last dropped.
@@ -73,7 +72,7 @@ impl Cache {
     fn new(lease_until_ms: u64) -> Cache {
         Cache {
             inner: Mutex::new(Inner {
-                entries: HashMap::new(),
+                entries: foldhash::HashMap::default(),
                 generation: 0,
                 swept: Instant::now(),
             }),
@@ -496,7 +495,7 @@ mod tests {
             let key = session(&format!("{i:04}"));
             assert!(store.create(&key, value, None).await.expect("create"));
         }
-        let walked: HashMap<Key, Bytes> = store
+        let walked: std::collections::HashMap<Key, Bytes> = store
             .scan_values(&KeyPrefix::Sessions)
             .await
             .expect("walk")
