@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Many small short-lived allocations per request (headers, session
-/// records): mimalloc spends less CPU on them than glibc's allocator
-/// (BENCHMARKS.md) and keeps memory of idle connections lower. With the
-/// feature `heap-stats` the library's counting allocator (`gatehouse::HEAP`)
-/// takes its place.
+/// records): with glibc's allocator, malloc and free were near 10 % of the
+/// gateway's CPU under load (perf, commit 810a251). With the feature
+/// `heap-stats` the library's counting allocator (`gatehouse::HEAP`) takes
+/// its place.
 #[cfg(not(feature = "heap-stats"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
